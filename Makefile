@@ -1,0 +1,38 @@
+# The two commands of README.md: `make book` and `make test`. Both set themselves up in .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is installed first and pinned, so pip never pulls a multi-GB CUDA build on a CPU machine.
+TORCH_SPEC ?= torch==2.13.0
+# Where the datasets are (see paperlib/data.py); default: the project's shared/ folder beside the clone.
+PAPERLIB_DATA ?= $(abspath $(CURDIR)/../shared/data)
+export PAPERLIB_DATA
+
+.PHONY: setup book test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e '.[book,test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Executes every chapter at the CPU profile and writes the static site to _build/html.
+book: setup
+	PAPERLIB_PROFILE=cpu PAPERLIB_CACHE=$(CURDIR)/.cache/results \
+	  $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml
+	@echo "Book written to $(CURDIR)/_build/html/index.html"
+
+# Unit tests, then every chapter under nbmake at the smoke profile.
+test: setup
+	PAPERLIB_PROFILE=smoke PAPERLIB_CACHE=$(CURDIR)/.cache/smoke \
+	  $(BIN)/python -m pytest -q tests notebooks --nbmake --nbmake-timeout=900 --durations=15
+
+bench: setup
+	$(BIN)/python benchmarks/bench_geometry.py
+
+clean:
+	rm -rf _build .cache
