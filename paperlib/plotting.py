@@ -12,7 +12,7 @@ def set_style() -> None:
     """Apply the book's figure style; every chapter calls this once."""
     sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "figure.figsize": (6.4, 4.0),
-                         "axes.titleweight": "semibold", "legend.frameon": False})
+                         "legend.frameon": False})
 
 
 def colors(n: int):
