@@ -9,6 +9,11 @@ TORCH_SPEC ?= torch==2.13.0
 PAPERLIB_DATA ?= $(abspath $(CURDIR)/../shared/data)
 export PAPERLIB_DATA
 
+# MathJax is served with the book (fetched once from the npm registry, checksum-checked), so pages
+# render their equations without reaching a CDN.
+MATHJAX := book/_static/mathjax/tex-svg-full.js
+MATHJAX_TGZ_SHA256 := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
+
 .PHONY: setup book test bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -18,7 +23,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[book,test]'
 	touch $@
 
-setup: $(VENV)/.installed
+$(MATHJAX):
+	rm -rf .cache/mathjax && mkdir -p .cache/mathjax $(dir $@)
+	cd .cache/mathjax && npm pack --silent mathjax@3.2.2 >/dev/null \
+	  && echo "$(MATHJAX_TGZ_SHA256)  mathjax-3.2.2.tgz" | sha256sum -c --quiet \
+	  && tar xzf mathjax-3.2.2.tgz package/es5/tex-svg-full.js package/LICENSE
+	cp .cache/mathjax/package/es5/tex-svg-full.js .cache/mathjax/package/LICENSE $(dir $@)
+
+setup: $(VENV)/.installed $(MATHJAX)
 
 # Executes every chapter at the CPU profile and writes the static site to _build/html.
 book: setup
