@@ -1,0 +1,396 @@
+"""Training EDM denoisers (Eq. 1), with gap training and the dummy-class baseline (Sec. 5).
+
+``train(config, data)`` trains an EDM-preconditioned :class:`paperlib.networks.UNet` with Adam,
+learning-rate warm-up and an EMA of the weights, and returns the EMA denoiser and a history.
+Everything is cached under ``paperlib.cache.entry_dir(name, key)`` where the key holds the full
+config (defaults filled in), a fingerprint of the data and ``cache.code_version`` of the code that
+determines the result. Hence:
+
+- a rerun with the same config and data returns the finished model without training;
+- a run that was interrupted (killed, kernel restarted, Ctrl-C) resumes from its last checkpoint,
+  and because the checkpoint holds every random-number state (data order, noise levels, noise,
+  dropout), the resumed run ends with exactly the weights of an uninterrupted one (on CPU;
+  GPU kernels may not be bitwise deterministic);
+- a corrupted checkpoint fails its checksum (``cache.load`` returns None) and is skipped: training
+  continues from the previous good checkpoint, or from scratch.
+
+Config keys (all optional, :data:`DEFAULTS`): ``seed``, ``steps``, ``batch_size``, ``lr``,
+``warmup_steps`` (linear warm-up), ``adam_betas``, ``adam_eps``, ``grad_clip`` (max grad norm or
+None), ``ema_halflife`` (in optimizer steps; with ``ema_rampup`` r the half-life used at step t
+is ``min(ema_halflife, r t)``, as in EDM) or ``ema_decay`` (a fixed decay instead), ``sigma_data``,
+``P_mean``, ``P_std``, ``gap`` (``[lo, hi]``: training noise levels in the gap are rejected,
+:func:`paperlib.edm.sample_training_sigmas`), ``dummy_class`` (Yoon et al.: ``dummy_count``
+random-noise images, default as many as the data, form a second class and the model is
+class-conditional; the returned model generates class 0, the real data), ``dummy_noise``
+(``"uniform"`` on [-1, 1] or ``"gaussian"`` N(0, sigma_data^2) pixels), ``network`` (keyword
+arguments of :class:`~paperlib.networks.UNet` except the image size, channels and classes,
+which come from the data), ``snapshots`` (steps at which EMA snapshots are kept, for
+checkpoints-over-training figures; :func:`load_snapshot`).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import cache, edm, networks
+from . import config as _config
+
+DEFAULTS = {
+    "seed": 0,
+    "steps": 3000,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "warmup_steps": 200,
+    "adam_betas": [0.9, 0.999],
+    "adam_eps": 1e-8,
+    "grad_clip": None,
+    "ema_halflife": 500,
+    "ema_rampup": 0.05,
+    "ema_decay": None,
+    "sigma_data": 0.5,
+    "P_mean": -1.2,
+    "P_std": 1.2,
+    "gap": None,
+    "dummy_class": False,
+    "dummy_count": None,
+    "dummy_noise": "uniform",
+    "network": {
+        "model_channels": 16,
+        "channel_mult": [1, 2, 2],
+        "num_blocks": 2,
+        "attn_resolutions": [8],
+        "dropout": 0.0,
+        "embedding": "positional",
+        "channel_mult_emb": 4,
+    },
+    "snapshots": [],
+}
+
+
+def resolve_config(config: dict | None) -> dict:
+    """``config`` with every default filled in, checked, as plain JSON types (the cache key's part)."""
+    config = dict(config or {})
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    net = dict(config.pop("network", None) or {})
+    full = {**copy.deepcopy(DEFAULTS), **config}
+    if config.get("ema_decay") is not None and "ema_halflife" not in config:
+        full["ema_halflife"] = None
+    full["network"] = {**DEFAULTS["network"], **net}
+    full = json.loads(json.dumps(full))  # tuples -> lists etc.
+    for k in ("steps", "batch_size"):
+        if not isinstance(full[k], int) or full[k] < 1:
+            raise ValueError(f"config[{k!r}] must be a positive integer, got {full[k]!r}")
+    if not isinstance(full["warmup_steps"], int) or full["warmup_steps"] < 0:
+        raise ValueError(f"config['warmup_steps'] must be a non-negative integer, got {full['warmup_steps']!r}")
+    if not (isinstance(full["lr"], (int, float)) and full["lr"] > 0):
+        raise ValueError(f"config['lr'] must be > 0, got {full['lr']!r}")
+    if (full["ema_halflife"] is None) == (full["ema_decay"] is None):
+        raise ValueError("config: give exactly one of ema_halflife and ema_decay")
+    if full["ema_decay"] is not None and not 0 <= full["ema_decay"] < 1:
+        raise ValueError(f"config['ema_decay'] must be in [0, 1), got {full['ema_decay']!r}")
+    if full["ema_halflife"] is not None and not full["ema_halflife"] > 0:
+        raise ValueError(f"config['ema_halflife'] must be > 0, got {full['ema_halflife']!r}")
+    if full["gap"] is not None:
+        full["gap"] = list(edm._check_gap(full["gap"]))
+        edm.sample_training_sigmas(1, full["P_mean"], full["P_std"], full["gap"])  # mass check
+    if full["dummy_noise"] not in ("uniform", "gaussian"):
+        raise ValueError(f"config['dummy_noise'] must be 'uniform' or 'gaussian', got {full['dummy_noise']!r}")
+    snaps = full["snapshots"]
+    if not all(isinstance(s, int) and 1 <= s <= full["steps"] for s in snaps):
+        raise ValueError(f"config['snapshots'] must be steps in [1, steps={full['steps']}], got {snaps!r}")
+    full["snapshots"] = sorted(set(snaps))
+    return full
+
+
+def make_model(full: dict, data_shape) -> edm.Precond:
+    """The EDM-preconditioned U-Net described by a resolved config, for images of ``data_shape = (C, H, W)``."""
+    c, h, w = (int(v) for v in data_shape)
+    if h != w:
+        raise ValueError(f"images must be square, got {h}x{w}")
+    num_classes = 2 if full["dummy_class"] else 0
+    net = networks.UNet(img_resolution=h, in_channels=c, num_classes=num_classes, **full["network"])
+    return edm.Precond(net, sigma_data=full["sigma_data"], class_label=0 if num_classes else None)
+
+
+def _dummy_images(full: dict, data: torch.Tensor) -> torch.Tensor:
+    """The fixed random-noise images of the dummy class (Yoon et al.), seeded by the config's seed."""
+    count = full["dummy_count"] if full["dummy_count"] is not None else data.shape[0]
+    g = torch.Generator().manual_seed(full["seed"] + 7_919)
+    shape = (count, *data.shape[1:])
+    if full["dummy_noise"] == "uniform":
+        return torch.rand(shape, generator=g) * 2 - 1
+    return torch.randn(shape, generator=g) * full["sigma_data"]
+
+
+def _ema_beta(full: dict, step: int) -> float:
+    """EMA decay at (1-based) optimizer step ``step``."""
+    if full["ema_decay"] is not None:
+        return float(full["ema_decay"])
+    halflife = full["ema_halflife"]
+    if full["ema_rampup"] is not None:
+        halflife = min(halflife, full["ema_rampup"] * step)
+    return 0.5 ** (1.0 / max(halflife, 1e-8))
+
+
+def _fingerprint(data: torch.Tensor) -> dict:
+    arr = data.detach().to("cpu", torch.float32).contiguous()
+    return {"shape": list(data.shape), "sha256": hashlib.sha256(arr.numpy().tobytes()).hexdigest()[:16]}
+
+
+def _check_data(data) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor) or data.ndim != 4:
+        raise ValueError(f"data must be a tensor of images (n, C, H, W), got "
+                         f"{getattr(data, 'shape', type(data).__name__)}")
+    edm._check_finite("data", data)
+    return data.float()
+
+
+def code_version() -> str:
+    """Version of everything that determines a trained model (part of the cache key)."""
+    return cache.code_version(networks, edm, resolve_config, make_model, _dummy_images, _ema_beta,
+                              _next_batch, _train_steps, _run)
+
+
+def cache_config(config: dict | None, data: torch.Tensor) -> dict:
+    """The cache key's config for training on ``data``: resolved config, data fingerprint, code version."""
+    return {"train": resolve_config(config), "data": _fingerprint(_check_data(data)), "code": code_version()}
+
+
+def _next_batch(order: dict, n: int, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+    """Indices of the next batch: epochs of random permutations (state in ``order``, checkpointed)."""
+    parts, need = [], batch_size
+    while need:
+        if order["pos"] >= n:
+            order["perm"], order["pos"] = torch.randperm(n, generator=gen, device=gen.device), 0
+        take = order["perm"][order["pos"]:order["pos"] + need]
+        parts.append(take)
+        order["pos"] += take.numel()
+        need -= take.numel()
+    return torch.cat(parts)
+
+
+def _train_steps(model, ema, opt, full, images, labels, gen, order, start: int):
+    """Optimizer steps ``start + 1 .. steps`` (one Eq. 1 minibatch each), yielding ``(step, loss)`` after each.
+
+    Between two yields the whole state (weights, EMA, Adam, RNGs, data order) is that of a
+    completed step, so it can be checkpointed there.
+    """
+    n, bs = images.shape[0], full["batch_size"]
+    for step in range(start + 1, full["steps"] + 1):
+        idx = _next_batch(order, n, bs, gen)
+        x0 = images[idx]
+        y = labels[idx] if labels is not None else None
+        sigma = edm.sample_training_sigmas(bs, full["P_mean"], full["P_std"], full["gap"], generator=gen,
+                                           device=images.device)
+        noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(images.device)
+        for group in opt.param_groups:
+            group["lr"] = full["lr"] * min(1.0, step / full["warmup_steps"]) if full["warmup_steps"] else full["lr"]
+        loss = edm.edm_loss(model, x0, sigma, full["sigma_data"], noise=noise, class_labels=y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if full["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), full["grad_clip"])
+        opt.step()
+        beta = _ema_beta(full, step)
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - beta)
+            for b_ema, b in zip(ema.buffers(), model.buffers()):
+                b_ema.copy_(b)
+        yield step, float(loss.detach())
+
+
+def _ckpt_steps(folder: Path) -> list[int]:
+    return sorted((int(p.stem.split("_")[1]) for p in folder.glob("ckpt_*.pt")), reverse=True)
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".sha256")):
+        p.unlink(missing_ok=True)
+
+
+def _eval_copy(model: edm.Precond) -> edm.Precond:
+    model = model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_snapshot(config: dict | None, data: torch.Tensor, step: int, *, name: str = "edm", device=None):
+    """The EMA model saved at ``step`` (one of ``config['snapshots']`` or the last step) of a
+    :func:`train` run, in eval mode; ``None`` if it has not been trained that far."""
+    key_cfg = cache_config(config, data)
+    full = key_cfg["train"]
+    folder = cache.entry_dir(name, key_cfg)
+    if step == full["steps"]:
+        stored = cache.load(folder / "final.pt")
+        state = stored["ema"] if stored is not None and stored.get("cfg") == key_cfg else None
+    else:
+        stored = cache.load(folder / f"snapshot_{step:08d}.pt")
+        state = stored["ema"] if stored is not None and stored.get("cfg") == key_cfg else None
+    if state is None:
+        return None
+    model = make_model(full, data.shape[1:])
+    model.load_state_dict(state)
+    return _eval_copy(model.to(device or _config.device()))
+
+
+def train(config: dict | None, data: torch.Tensor, *, name: str = "edm", device=None, checkpoint_every: int = 500,
+          progress: bool = True, callback: Callable[[int, float], None] | None = None,
+          save_on_interrupt: bool = True, keep_checkpoints: bool = False, num_threads: int | None = None):
+    """Train an EDM denoiser on ``data`` (``(n, C, H, W)`` in [-1, 1]); see the module docstring.
+
+    Returns ``(ema_model, history)``: the EMA :class:`~paperlib.edm.Precond` in eval mode on
+    ``device`` (default :func:`paperlib.config.device`) and a dict with ``loss`` (per step),
+    ``wall_time`` (seconds spent training, summed over resumed sessions), ``steps_per_s``,
+    ``num_params``, ``snapshots`` (steps with a saved EMA snapshot), ``from_cache`` (no training
+    was needed), ``resumed_from`` (the checkpoint step this call started from) and ``folder``.
+
+    A checkpoint (model, EMA, Adam state, all RNG states, loss history) is written every
+    ``checkpoint_every`` steps (the two newest are kept) and, with ``save_on_interrupt``, also when
+    an exception (e.g. ``KeyboardInterrupt``) stops training between steps. ``callback(step, loss)``
+    runs after every step. Checkpoints are deleted once the final model is stored, unless
+    ``keep_checkpoints``. ``num_threads`` sets torch's CPU threads while training (then restores
+    them): on a shared 2-core machine 1 thread can be ~10x faster than 2 busy-waiting ones.
+    """
+    data = _check_data(data)
+    key_cfg = cache_config(config, data)
+    full = key_cfg["train"]
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    folder = cache.entry_dir(name, key_cfg)
+    device = torch.device(device) if device is not None else _config.device()
+
+    final = cache.load(folder / "final.pt")
+    if final is not None and final.get("cfg") == key_cfg:
+        model = make_model(full, data.shape[1:])
+        model.load_state_dict(final["ema"])
+        history = {**final["history"], "from_cache": True, "resumed_from": None, "folder": str(folder)}
+        return _eval_copy(model.to(device)), history
+
+    state = None
+    for s in _ckpt_steps(folder):
+        state = cache.load(folder / f"ckpt_{s:08d}.pt")
+        if state is not None and state.get("cfg") == key_cfg:
+            break
+        warnings.warn(f"training checkpoint {folder / f'ckpt_{s:08d}.pt'} is unusable; trying an older one")
+        state = None
+
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        model, ema, losses, wall, start = _run(
+            full, key_cfg, data, folder, device, state, fork_devices, name, checkpoint_every, progress,
+            callback, save_on_interrupt)
+    finally:
+        torch.set_num_threads(threads_before)
+    history = {
+        "loss": losses, "wall_time": wall, "steps_per_s": full["steps"] / wall if wall > 0 else float("nan"),
+        "num_params": networks.count_parameters(model), "snapshots": list(full["snapshots"]),
+    }
+    cache.save({"cfg": key_cfg, "ema": ema.state_dict(), "model": model.state_dict(), "history": history},
+               folder / "final.pt")
+    if not keep_checkpoints:
+        for s in _ckpt_steps(folder):
+            _remove(folder / f"ckpt_{s:08d}.pt")
+    history = {**history, "from_cache": False, "resumed_from": start or None, "folder": str(folder)}
+    return _eval_copy(ema), history
+
+
+def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpoint_every, progress, callback,
+         save_on_interrupt):
+    """The training session of :func:`train` (from ``state`` or scratch); returns model, EMA, losses, wall, start."""
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(full["seed"])  # model initialisation, then dropout
+        model = make_model(full, data.shape[1:]).to(device)
+        ema = copy.deepcopy(model)
+        for p in ema.parameters():
+            p.requires_grad_(False)
+        opt = torch.optim.Adam(model.parameters(), lr=full["lr"], betas=tuple(full["adam_betas"]),
+                               eps=full["adam_eps"])
+        gen = torch.Generator(device=device).manual_seed(full["seed"])
+        images = data.to(device)
+        labels = None
+        if full["dummy_class"]:
+            dummy = _dummy_images(full, data).to(device)
+            labels = torch.cat([torch.zeros(len(images), dtype=torch.long), torch.ones(len(dummy), dtype=torch.long)])
+            images, labels = torch.cat([images, dummy]), labels.to(device)
+        order = {"perm": None, "pos": images.shape[0]}
+        losses: list[float] = []
+        wall, start = 0.0, 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["gen"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            order = {"perm": state["perm"].to(device) if state["perm"] is not None else None, "pos": state["pos"]}
+            losses, wall, start = list(state["loss"]), float(state["wall"]), int(state["step"])
+        model.train()
+        ema.eval()
+
+        saved = {"step": start}
+        t0 = time.perf_counter()
+
+        def save_checkpoint(step: int) -> None:
+            cache.save({
+                "cfg": key_cfg, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                "opt": opt.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "perm": order["perm"], "pos": order["pos"], "loss": losses,
+                "wall": wall + time.perf_counter() - t0,
+            }, folder / f"ckpt_{step:08d}.pt")
+            saved["step"] = step
+            for old in _ckpt_steps(folder)[2:]:
+                _remove(folder / f"ckpt_{old:08d}.pt")
+
+        bar = tqdm(total=full["steps"], initial=start, desc=f"training {name}", disable=not progress,
+                   dynamic_ncols=True)
+        done, clean = start, True  # `clean`: the state is that of the completed step `done`
+        steps = _train_steps(model, ema, opt, full, images, labels, gen, order, start)
+        try:
+            while True:
+                clean = False
+                try:
+                    done, loss = next(steps)
+                except StopIteration:
+                    clean = True
+                    break
+                losses.append(loss)
+                clean = True
+                if done % checkpoint_every == 0 and done < full["steps"]:
+                    save_checkpoint(done)
+                if done in full["snapshots"] and done < full["steps"]:
+                    cache.save({"cfg": key_cfg, "step": done, "ema": ema.state_dict()},
+                               folder / f"snapshot_{done:08d}.pt")
+                bar.update(1)
+                if done % 25 == 0 or done == full["steps"]:
+                    bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
+                if callback is not None:
+                    callback(done, loss)
+        except BaseException:
+            # Keep the finished steps when stopped between steps (a callback raising, Ctrl-C in
+            # the bookkeeping); an exception inside an update leaves a half-done step: not saved.
+            if save_on_interrupt and clean and len(losses) == done and saved["step"] < done < full["steps"]:
+                save_checkpoint(done)
+            raise
+        finally:
+            bar.close()
+
+        wall += time.perf_counter() - t0
+    return model, ema, losses, wall, start
