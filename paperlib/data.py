@@ -416,3 +416,38 @@ def _idx(path: Path) -> np.ndarray:
 
 # Part of the .npy cache key: editing a decoder invalidates the arrays it decoded.
 _DECODER_VERSION = _cache.code_version(_decode, _cifar_batches, _decode_jpeg_tar, _png, _idx)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def load_folder(folder, size: int | None = None, grayscale: bool = False) -> torch.Tensor:
+    """All images under ``folder`` (recursively, sorted by path) as ``(n, C, size, size)`` in [-1, 1].
+
+    For running the companion on your own data (e.g. ``python -m paperlib danger-zone FOLDER``).
+    Images are converted to RGB (or grayscale) and, with ``size``, resized (Lanczos) to a square;
+    without ``size`` they must all have the same shape.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"folder {str(root)!r} is not a directory")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(paths) < 2:
+        raise ValueError(f"folder {str(root)!r} holds {len(paths)} images (.png/.jpg/...); need at least 2")
+    from PIL import Image
+
+    arrays = []
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("L" if grayscale else "RGB")
+            if size is not None:
+                im = im.resize((size, size), Image.LANCZOS)
+            arrays.append(np.asarray(im, dtype=np.uint8))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"folder images have different shapes {sorted(shapes)[:3]}...; pass size=")
+    x = torch.from_numpy(np.stack(arrays)).float()
+    x = x[:, None] if grayscale else x.permute(0, 3, 1, 2)
+    return x / 127.5 - 1
