@@ -1,0 +1,238 @@
+"""The three noise regimes and the danger zone (Sec. 4.2, App. E.4, Sec. 5).
+
+| regime | max posterior weight ``W(sigma)`` (Def. 4.1) | coverage ``C(sigma)`` (Def. 4.6) |
+|---|---|---|
+| small sigma | high | low |
+| danger zone (medium) | high | high |
+| large sigma | low | high |
+
+:func:`danger_zone` computes both curves on a grid of noise levels for a training set (and a test set,
+or leave-one-out) and returns the interval where both are high. :func:`ddpm_timesteps` maps an EDM
+noise-level interval to DDPM timesteps (linear betas), as the paper does for Sec. 5 ("DDPM timesteps
+125-325").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import geometry
+
+__all__ = ["DangerZone", "danger_zone", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas"]
+
+
+def default_sigmas(n: int = 64, sigma_min: float = 0.002, sigma_max: float = 80.0) -> torch.Tensor:
+    """``n`` noise levels, geometrically spaced over EDM's range ``[0.002, 80]`` (float64)."""
+    return torch.logspace(math.log10(sigma_min), math.log10(sigma_max), n, dtype=torch.float64)
+
+
+def _crossing_up(logs: np.ndarray, f: np.ndarray, level: float, i: int) -> float:
+    """log-sigma where ``f`` crosses ``level`` between grid points ``i`` and ``i + 1`` (linear in log sigma)."""
+    f0, f1 = f[i], f[i + 1]
+    if f1 == f0:
+        return float(logs[i + 1])
+    tau = (level - f0) / (f1 - f0)
+    return float(logs[i] + min(1.0, max(0.0, tau)) * (logs[i + 1] - logs[i]))
+
+
+@dataclass
+class DangerZone:
+    """Result of :func:`danger_zone`.
+
+    ``lower``/``upper``: the noise-level interval where ``W >= weight_level`` and ``C >= coverage_level``
+    (edges interpolated linearly in ``log sigma``; ``None`` when the curves never are both high).
+    ``crossing``: the noise level where the curves cross (``W = C``), ``crossing_value`` their common value.
+    """
+
+    sigmas: torch.Tensor
+    weight: torch.Tensor
+    coverage: torch.Tensor
+    weight_level: float
+    coverage_level: float
+    lower: float | None
+    upper: float | None
+    crossing: float | None
+    crossing_value: float | None
+    leave_one_out: bool = False
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """``(lower, upper)``, or ``None`` if there is no danger zone at these levels."""
+        return None if self.lower is None else (self.lower, self.upper)
+
+    @property
+    def empty(self) -> bool:
+        return self.lower is None
+
+    def regime(self, sigma) -> str:
+        """``"small"`` (below the zone), ``"danger"``, ``"large"`` (above), by the curves at ``sigma``;
+        ``"medium"`` where neither curve is high (no danger zone at these levels)."""
+        s = geometry._sigma(sigma)
+        ls = np.log(self.sigmas.numpy())
+        W = float(np.interp(math.log(s), ls, self.weight.cpu().numpy()))
+        C = float(np.interp(math.log(s), ls, self.coverage.cpu().numpy()))
+        hw, hc = W >= self.weight_level, C >= self.coverage_level
+        if hw and hc:
+            return "danger"
+        if hw:
+            return "small"
+        if hc:
+            return "large"
+        return "medium"
+
+    def ddpm_timesteps(self, T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> tuple[int, int] | None:
+        """The zone as DDPM timesteps (see :func:`ddpm_timesteps`); ``None`` if the zone is empty."""
+        return None if self.empty else ddpm_timesteps(self.interval, T, beta_1, beta_T)
+
+    def __str__(self) -> str:
+        if self.empty:
+            zone = "no danger zone at these levels"
+        else:
+            zone = f"danger zone sigma in [{self.lower:.4g}, {self.upper:.4g}]"
+        cross = "curves do not cross" if self.crossing is None else \
+            f"curves cross at sigma = {self.crossing:.4g} (W = C = {self.crossing_value:.3f})"
+        return (f"{zone} (W >= {self.weight_level:g} and C >= {self.coverage_level:g}"
+                f"{', leave-one-out coverage' if self.leave_one_out else ''}); {cross}")
+
+
+def _zone(sig: np.ndarray, W: np.ndarray, C: np.ndarray, wl: float, cl: float):
+    """Interval rule (see :func:`danger_zone`) on a grid; returns (lower, upper, crossing, crossing_value)."""
+    logs = np.log(sig)
+    # crossing: first sign change of C - W from < 0 to >= 0 (W decreases, C increases with sigma)
+    diff = C - W
+    crossing = crossing_value = None
+    for i in range(len(sig) - 1):
+        if diff[i] < 0 <= diff[i + 1]:
+            tau = -diff[i] / (diff[i + 1] - diff[i])
+            crossing = float(math.exp(logs[i] + tau * (logs[i + 1] - logs[i])))
+            crossing_value = float(W[i] + tau * (W[i + 1] - W[i]))
+            break
+    both = (W >= wl) & (C >= cl)
+    if not both.any():
+        return None, None, crossing, crossing_value
+    # runs of consecutive grid points where both are high; take the one containing/closest to the crossing
+    runs, i = [], 0
+    while i < len(sig):
+        if both[i]:
+            j = i
+            while j + 1 < len(sig) and both[j + 1]:
+                j += 1
+            runs.append((i, j))
+            i = j + 1
+        else:
+            i += 1
+    if crossing is not None:
+        lc = math.log(crossing)
+        run = min(runs, key=lambda r: 0.0 if logs[r[0]] <= lc <= logs[r[1]] else min(abs(logs[r[0]] - lc), abs(logs[r[1]] - lc)))
+    else:
+        run = max(runs, key=lambda r: r[1] - r[0])
+    i0, i1 = run
+    # lower edge: between i0 - 1 (one curve below its level) and i0
+    lo = logs[i0]
+    if i0 > 0:
+        cand = []
+        if C[i0 - 1] < cl:
+            cand.append(_crossing_up(logs, C, cl, i0 - 1))
+        if W[i0 - 1] < wl:
+            cand.append(_crossing_up(logs, W, wl, i0 - 1))
+        lo = max(cand) if cand else logs[i0]
+    hi = logs[i1]
+    if i1 < len(sig) - 1:
+        cand = []
+        if W[i1 + 1] < wl:
+            cand.append(_crossing_up(logs, W, wl, i1))
+        if C[i1 + 1] < cl:
+            cand.append(_crossing_up(logs, C, cl, i1))
+        hi = min(cand) if cand else logs[i1]
+    return float(math.exp(lo)), float(math.exp(hi)), crossing, crossing_value
+
+
+def danger_zone(train: torch.Tensor, test: torch.Tensor | None = None, sigmas=None, weight_level: float = 0.5,
+                coverage_level: float = 0.5, *, n_noise: int = 4, n_points: int | None = None, x: float = 5.0,
+                generator: torch.Generator | None = None, progress: bool = True) -> DangerZone:
+    """Find the danger zone of a training set: where posterior weight and shell coverage are both high.
+
+    Computes ``W(sigma)`` (:func:`paperlib.geometry.max_posterior_weight`, base points from ``train``)
+    and ``C(sigma)`` (:func:`paperlib.geometry.coverage` of ``test`` by the shells of ``train``) on
+    ``sigmas`` (default :func:`default_sigmas`, 64 levels over ``[0.002, 80]``). With ``test=None``
+    the coverage is leave-one-out: each training point is a test point for the shells of the other
+    ``N - 1`` (an unbiased estimate of the coverage of a size-``N - 1`` training set).
+
+    **Rule.** The danger zone is the set of noise levels where ``W(sigma) >= weight_level`` and
+    ``C(sigma) >= coverage_level``, both curves interpolated linearly in ``log sigma`` between grid
+    points. Since ``W`` decreases and ``C`` increases with ``sigma``, it is one interval
+    ``[lower, upper]``: ``lower`` is where ``C`` reaches its level, ``upper`` where ``W`` falls below its
+    level (if Monte Carlo noise splits it, the piece containing the crossing is kept). It is empty when
+    the curves cross below the levels. Also reported: the crossing point ``W(sigma) = C(sigma)``
+    (App. E.4: the zone is a narrow interval around it). ``n_noise``/``n_points``/``generator``: Monte
+    Carlo settings passed to both curves.
+    """
+    train = geometry._points(train, "train", min_rows=2)
+    sig = default_sigmas() if sigmas is None else geometry._sigmas(sigmas)
+    sig = sig.sort().values
+    for name, v in (("weight_level", weight_level), ("coverage_level", coverage_level)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
+            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
+    W = geometry.max_posterior_weight(train, sig, n_noise, generator, n_points=n_points, progress=progress)
+    if test is None:
+        C = geometry._coverage(train, train, sig, n_noise, generator, x=x, n_points=n_points, exclude_self=True,
+                               progress=progress, dtype=None)
+    else:
+        C = geometry.coverage(train, test, sig, n_noise, generator, x=x, n_points=n_points, progress=progress)
+    W, C = W.cpu(), C.cpu()
+    lo, hi, cr, cv = _zone(sig.numpy(), W.numpy(), C.numpy(), float(weight_level), float(coverage_level))
+    return DangerZone(sigmas=sig, weight=W, coverage=C, weight_level=float(weight_level),
+                      coverage_level=float(coverage_level), lower=lo, upper=hi, crossing=cr, crossing_value=cv,
+                      leave_one_out=test is None,
+                      settings={"n_noise": n_noise, "n_points": n_points, "x": x, "n_train": train.shape[0],
+                                "n_test": None if test is None else int(test.shape[0])})
+
+
+def _ddpm_args(T, beta_1, beta_T):
+    T = geometry._positive_int(T, "T", 2)
+    for name, v in (("beta_1", beta_1), ("beta_T", beta_T)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
+            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
+    return T, float(beta_1), float(beta_T)
+
+
+def ddpm_sigmas(T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> torch.Tensor:
+    """EDM-equivalent noise levels of DDPM timesteps ``t = 1..T`` (float64, index ``t - 1``).
+
+    Linear betas ``beta_t = beta_1 + (t - 1)(beta_T - beta_1)/(T - 1)``, ``abar_t = prod_{s<=t} (1 - beta_s)``;
+    ``x_t / sqrt(abar_t) = x_0 + sigma_t n`` with ``sigma_t = sqrt((1 - abar_t) / abar_t)`` (increasing in ``t``).
+    """
+    T, b1, bT = _ddpm_args(T, beta_1, beta_T)
+    beta = torch.linspace(b1, bT, T, dtype=torch.float64)
+    abar = torch.cumprod(1 - beta, dim=0)
+    return ((1 - abar) / abar).sqrt()
+
+
+def ddpm_timesteps(interval, T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> tuple[int, int]:
+    """Map an EDM noise-level interval ``(sigma_lo, sigma_hi)`` (or a :class:`DangerZone`) to DDPM
+    timesteps ``(t_lo, t_hi)``, ``1 <= t <= T``: the first and last timestep whose ``sigma_t``
+    (:func:`ddpm_sigmas`) lies in the interval. If no timestep falls inside (an interval narrower than
+    one step), both are the timestep nearest to the interval's geometric mean (in ``log sigma``).
+    """
+    if isinstance(interval, DangerZone):
+        if interval.empty:
+            raise ValueError("interval: the danger zone is empty")
+        interval = interval.interval
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"interval must be a pair (sigma_lo, sigma_hi), got {interval!r}") from None
+    lo = geometry._sigma(lo, "interval[0]")
+    hi = geometry._sigma(hi, "interval[1]")
+    if lo > hi:
+        raise ValueError(f"interval must have sigma_lo <= sigma_hi, got ({lo}, {hi})")
+    s = ddpm_sigmas(T, beta_1, beta_T)
+    inside = torch.nonzero((s >= lo) & (s <= hi)).flatten()
+    if inside.numel():
+        return int(inside[0]) + 1, int(inside[-1]) + 1
+    t = int(torch.argmin((s.log() - 0.5 * (math.log(lo) + math.log(hi))).abs())) + 1
+    return t, t
