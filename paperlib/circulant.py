@@ -11,7 +11,7 @@ denoiser (Eq. 7) ``D(x) = mu + C (C + sigma^2 I)^-1 (x - mu)`` has the circulant
 Sensitivity bound (our precise version of Thm 4.10 / Thm D.4; the constant is our own derivation).
 With ``V(g) = sum_k |g[k+1] - g[k]|`` (indices mod N, i.e. the total variation of the gain around the
 frequency cycle) and ``d = min(m, N - m) >= 1`` the wrap-around distance, cyclic summation by parts
-(Abel) gives ``(e^{2 pi i m/N} - 1) sum_k g_k e^{2 pi i k m/N} = sum_k (g[k-1] - g[k]) e^{2 pi i k m/N}``, so
+(Abel) gives ``(e^{2 pi i m/N} - 1) sum_k g_k e^{2 pi i k m/N} = sum_k (g[k-1] - g[k]) e^{2 pi i k m/N}``, so::
 
     |h[m]| <= V(g) / (N |2 sin(pi d / N)|) <= V(g) / (4 d)        (the second step: sin x >= 2x/pi).
 

@@ -3,12 +3,12 @@
 Everything is set by environment variables so that notebooks, nbmake, the book build and Colab
 all honour the same switches:
 
-PAPERLIB_PROFILE  ``smoke`` (seconds, for CI), ``cpu`` (the book build, 2 cores) or ``gpu``
-                  (the paper's scale). Default: ``gpu`` when CUDA is available, else ``cpu``.
-PAPERLIB_DATA     folder holding the datasets (layout in :mod:`paperlib.data`).
-                  Default: ``~/.cache/paperlib/data`` (where Colab downloads go).
-PAPERLIB_CACHE    folder for cached results (trained models, curves). Default: ``~/.cache/paperlib/results``.
-PAPERLIB_DEVICE   torch device for heavy work. Default: ``cuda`` when available, else ``cpu``.
+- ``PAPERLIB_PROFILE``: ``smoke`` (seconds, for CI), ``cpu`` (the book build, 2 cores) or ``gpu``
+  (the paper's scale). Default: ``gpu`` when CUDA is available, else ``cpu``.
+- ``PAPERLIB_DATA``: folder holding the datasets (layout in :mod:`paperlib.data`).
+  Default: ``~/.cache/paperlib/data`` (where Colab downloads go).
+- ``PAPERLIB_CACHE``: folder for cached results (trained models, curves). Default: ``~/.cache/paperlib/results``.
+- ``PAPERLIB_DEVICE``: torch device for heavy work. Default: ``cuda`` when available, else ``cpu``.
 """
 from __future__ import annotations
 

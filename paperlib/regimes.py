@@ -1,10 +1,8 @@
 """The three noise regimes and the danger zone (Sec. 4.2, App. E.4, Sec. 5).
 
-| regime | max posterior weight ``W(sigma)`` (Def. 4.1) | coverage ``C(sigma)`` (Def. 4.6) |
-|---|---|---|
-| small sigma | high | low |
-| danger zone (medium) | high | high |
-| large sigma | low | high |
+- small sigma: max posterior weight ``W(sigma)`` (Def. 4.1) high, coverage ``C(sigma)`` (Def. 4.6) low;
+- medium sigma (the danger zone): both high;
+- large sigma: ``W`` low, ``C`` high.
 
 :func:`danger_zone` computes both curves on a grid of noise levels for a training set (and a test set,
 or leave-one-out) and returns the interval where both are high. :func:`ddpm_timesteps` maps an EDM
