@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from scipy import special as _special
 from scipy import stats as _stats
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "BLOCK_BYTES",
@@ -997,8 +997,21 @@ class GaussianLinearDenoiser:
 
     @classmethod
     def fit(cls, data: torch.Tensor) -> "GaussianLinearDenoiser":
-        """Fit mean and covariance of ``data`` (:func:`fit_gaussian`) and diagonalise."""
-        return cls(*fit_gaussian(data))
+        """Fit mean and covariance of ``data`` (:func:`fit_gaussian`) and diagonalise.
+
+        With fewer points than dimensions (``N < d``) the covariance has rank ``< N``: its nonzero
+        eigenpairs come from a thin SVD of the centred data (``S^2 / N`` and the right singular
+        vectors), which is exact and much cheaper than a ``d x d`` eigendecomposition."""
+        data = _points(data, "data")
+        n, d = data.shape
+        if n >= d:
+            return cls(*fit_gaussian(data))
+        _check_finite_tensor(data, "data")
+        mu = data.mean(dim=0, dtype=torch.float64)
+        _, S, Vh = torch.linalg.svd(data.to(torch.float64) - mu, full_matrices=False)
+        obj = cls.__new__(cls)
+        obj.mean, obj.eigvals, obj.eigvecs = mu, (S * S / n).flip(0), Vh.flip(0).T
+        return obj
 
     @property
     def cov(self) -> torch.Tensor:

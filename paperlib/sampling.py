@@ -24,7 +24,7 @@ import itertools
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .edm import _as_sigma, _check_finite, karras_sigmas
 

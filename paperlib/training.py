@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import cache, edm, networks
 from . import config as _config

@@ -385,3 +385,18 @@ def test_bad_input_raises_value_error_naming_the_argument():
     for fn, word in cases:
         with pytest.raises(ValueError, match=word):
             fn()
+
+
+def test_gaussian_linear_denoiser_thin_fit_matches_full_eigendecomposition():
+    """N < d: the thin-SVD fit gives the same Eq. 7 map as diagonalising the d x d covariance."""
+    gen = torch.Generator().manual_seed(5)
+    data = torch.randn(12, 40, generator=gen, dtype=torch.float64)
+    x = torch.randn(7, 40, generator=gen, dtype=torch.float64)
+    thin = g.GaussianLinearDenoiser.fit(data)
+    full = g.GaussianLinearDenoiser(*g.fit_gaussian(data))
+    assert thin.eigvecs.shape == (40, 12)
+    for s in (0.01, 1.0, 50.0):
+        torch.testing.assert_close(thin(x, s), full(x, s), rtol=1e-10, atol=1e-10)
+        mu, cov = g.fit_gaussian(data)
+        torch.testing.assert_close(thin(x, s), g.gaussian_linear_denoiser(x, mu, cov, s), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(thin.cov, g.fit_gaussian(data)[1], rtol=1e-10, atol=1e-12)
