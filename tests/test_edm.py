@@ -13,13 +13,7 @@ SD = 0.5
 SIGMAS = [0.002, 0.05, 0.3, 0.5, 1.0, 4.0, 80.0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ZeroNet(torch.nn.Module):

@@ -15,13 +15,7 @@ MU = torch.tensor([0.3, -0.2, 0.1, 0.0, 0.25, -0.1], dtype=torch.float64)
 VAR = torch.tensor([0.05, 0.1, 0.25, 0.5, 0.8, 1.0], dtype=torch.float64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_denoiser(x, sigma):

@@ -19,13 +19,7 @@ def kill_at(k):
     return callback
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny nets on a shared 2-core machine: one thread avoids oversubscription (30x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
