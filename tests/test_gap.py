@@ -16,6 +16,8 @@ from scipy import stats
 
 from paperlib import edm, regimes, training
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_gap_edges_are_rejected_and_float64_is_exact():
     lo, hi = 0.25, 0.75

@@ -15,6 +15,8 @@ from scipy import linalg
 
 from paperlib import quality
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_frechet_distance_matches_scipy_sqrtm():
     g = np.random.default_rng(0)
