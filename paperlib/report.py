@@ -64,19 +64,40 @@ def load_all(profile: str | None = None) -> list[dict]:
 
 
 def _fmt(v) -> str:
+    """A table cell: numbers to 4 significant digits, ``|`` escaped so it cannot split the row."""
     if v is None:
         return "–"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+    text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(chapter: str) -> str:
+def _table(rows_: list[dict], note: bool = True) -> list[str]:
+    head = "| quantity | paper says | we measure | verdict |" + (" note |" if note else "")
+    lines = [head, "|---|---|---|---|" + ("---|" if note else "")]
+    for r in rows_:
+        cells = [_fmt(r["quantity"]), _fmt(r["paper"]), _fmt(r["ours"]), f"**{r['verdict']}**"]
+        lines.append("| " + " | ".join(cells + ([_fmt(r["note"])] if note else [])) + " |")
+    return lines
+
+
+def markdown(chapter: str, profile: str | None = None) -> str:
     """The chapter's "paper says / we measure" table as Markdown."""
-    lines = ["| quantity | paper says | we measure | verdict | note |", "|---|---|---|---|---|"]
-    for r in rows(chapter):
-        lines.append(f"| {r['quantity']} | {_fmt(r['paper'])} | {_fmt(r['ours'])} | {r['verdict']} | {r['note']} |")
-    return "\n".join(lines)
+    return "\n".join(_table(rows(chapter, profile)))
+
+
+def scoreboard(profile: str | None = None, exclude=("99_scoreboard",)) -> str:
+    """Every chapter's rows at a profile as Markdown: a verdict count, then one table per chapter."""
+    docs = [d for d in load_all(profile) if d["chapter"] not in exclude]
+    counts: dict[str, int] = {}
+    for d in docs:
+        for r in d["rows"]:
+            counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts) or "no chapter has run yet"
+    out = [f"**Profile `{profile or config.profile()}`**: {summary}.", ""]
+    for d in docs:
+        title = f"[{d['title']}](../{d['url']}.ipynb)" if d.get("url") else d["title"]
+        out += [f"### {title}", "", *_table(d["rows"], note=False), ""]
+    return "\n".join(out)
 
 
 def table(chapter: str):

@@ -82,7 +82,12 @@ def test_report_rows_roundtrip(monkeypatch):
     report.record("99_demo", "rate", 0.6, paper=0.922, verdict="qualitatively")  # replaced, not duplicated
     rows = report.rows("99_demo")
     assert rows == [{"quantity": "rate", "paper": 0.922, "ours": 0.6, "verdict": "qualitatively", "note": ""}]
-    assert "| rate | 0.922 | 0.6 | qualitatively |" in report.markdown("99_demo")
+    assert "| rate | 0.922 | 0.6 | **qualitatively** |" in report.markdown("99_demo")
+    report.record("99_demo", "P(||n|| <= r)", 0.99, verdict="reproduced")
+    row = report.markdown("99_demo").splitlines()[-1]
+    assert row.count(" | ") == 4  # the pipes of ||n|| are escaped and do not split the row
+    board = report.scoreboard(exclude=())
+    assert "1 reproduced, 1 qualitatively" in board and "### Demo" in board
     with pytest.raises(ValueError, match="verdict"):
         report.record("99_demo", "x", 1, verdict="maybe")
     assert json.loads(json.dumps(report.load_all()))[0]["title"] == "Demo"
