@@ -83,6 +83,15 @@ def test_page_renders(site, browser, page):
         browser.save_screenshot(str(Path(os.environ["PAPERLIB_SCREENSHOTS"]) / (page.replace("/", "_") + ".png")))
 
 
+def test_equations_are_typeset_offline(site, browser):
+    """MathJax is served with the book (no CDN): the landing page's equations become rendered SVG."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{site}/book/intro.html")
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements("css selector", "mjx-container svg"))
+    assert "\\frac" not in browser.find_element("css selector", "main").text
+
+
 def test_navigation(site, browser):
     pages = toc_pages()
     browser.get(f"{site}/index.html")
