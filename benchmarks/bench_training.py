@@ -1,0 +1,111 @@
+"""Training and sampling throughput of the training chapters' U-Nets, at the active profile.
+
+    PAPERLIB_PROFILE=gpu python benchmarks/bench_training.py --steps 200
+
+The settings are read from each chapter's settings cell (the code cell that calls
+``config.choose``), so they are the chapter's own. For every network the script trains ``--steps``
+steps with :func:`paperlib.training.train` (the real loop: EMA, checkpoints, data on the device)
+into a throw-away cache, then times one Heun sampling pass (18 steps, 35 network evaluations) of
+``--samples`` images. It prints steps/s and images/s, and the time the chapter's training steps
+would take at that rate: an extrapolation from a short run, not a measured chapter time.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chapter_settings(stem: str) -> dict:
+    """``P`` of a chapter notebook at the active profile (its settings cell, executed)."""
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    cell = next(c for c in cells if "config.choose(" in c)
+    ns: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):  # the cell prints its settings
+        exec(compile(cell, f"{stem}:settings", "exec"), ns)  # imports, report.start (throw-away cache), P = ...
+    return ns["P"]
+
+
+def recipes() -> list[dict]:
+    """(label, training config, image resolution, data channels, steps the chapter trains in all)."""
+    p2, p6 = chapter_settings("02_empirical"), chapter_settings("06_gap_training")
+    base2 = dict(batch_size=p2["batch_size"], lr=p2["lr"], warmup_steps=p2["warmup"], ema_halflife=p2["ema_halflife"],
+                 network=p2["network"])
+    base6 = dict(batch_size=p6["batch_size"], warmup_steps=p6["warmup"], ema_halflife=p6["ema_halflife"])
+    n_face_runs = 1 + len(p6["sweep"])  # baseline + one gap per sweep fraction (06, cell "RUNS")
+    return [
+        dict(label="02 EDM-small/large U-Net", cfg=base2, res=p2["res"], channels=3,
+             chapter_steps=p2["steps_small"] + p2["steps_large"]),
+        dict(label="06 cars U-Net (x4 runs)", cfg=dict(base6, network=p6["network"]), res=p6["res"], channels=3,
+             chapter_steps=4 * p6["steps"]),
+        dict(label="06 cars U-Net, dummy class", cfg=dict(base6, network=p6["network"], dummy_class=True),
+             res=p6["res"], channels=3, chapter_steps=0),
+        dict(label=f"06 faces U-Net (x{n_face_runs} runs)", cfg=dict(base6, network=p6["faces_network"]),
+             res=p6["res"], channels=1, chapter_steps=n_face_runs * p6["faces_steps"]),
+    ]
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200, help="training steps timed per network")
+    ap.add_argument("--samples", type=int, default=1024, help="images in the timed sampling pass")
+    ap.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines to this file")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="paperlib-bench-") as tmp:
+        os.environ["PAPERLIB_CACHE"] = tmp
+        from paperlib import config, sampling, training
+        dev = config.device()
+        name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+        print(f"profile {config.profile()}, device {name}")
+        rows = []
+        for r in recipes():
+            n_data = max(2 * r["cfg"]["batch_size"], 256)
+            data = torch.rand(n_data, r["channels"], r["res"], r["res"], generator=torch.Generator().manual_seed(0)) * 2 - 1
+            # a short untimed run pays for CUDA/cuDNN start-up, then the timed run starts from scratch
+            training.train(dict(r["cfg"], steps=5, warmup_steps=1), data, name="bench_warmup", device=dev, progress=False)
+            sync()
+            t0 = time.perf_counter()
+            model, hist = training.train(dict(r["cfg"], steps=args.steps), data, name="bench", device=dev,
+                                         checkpoint_every=10 ** 9, progress=False)
+            sync()
+            t_train = time.perf_counter() - t0
+            sampling.sample(model, 8, data.shape[1:], generator=torch.Generator().manual_seed(0))  # warm-up
+            sync()
+            t0 = time.perf_counter()
+            sampling.sample(model, args.samples, data.shape[1:], generator=torch.Generator().manual_seed(0))
+            sync()
+            t_sample = time.perf_counter() - t0
+            row = dict(label=r["label"], device=name, params=hist["num_params"], res=r["res"],
+                       batch_size=r["cfg"]["batch_size"], steps_per_s=round(args.steps / t_train, 2),
+                       images_per_s=round(args.steps * r["cfg"]["batch_size"] / t_train, 1),
+                       sample_s=round(t_sample, 2), samples=args.samples, chapter_steps=r["chapter_steps"],
+                       chapter_train_h=round(r["chapter_steps"] / (args.steps / t_train) / 3600, 2))
+            rows.append(row)
+            print(f"{row['label']:30s} {row['params'] / 1e6:6.2f}M params  {row['res']}px  batch {row['batch_size']}: "
+                  f"{row['steps_per_s']:7.2f} steps/s ({row['images_per_s']:.0f} img/s);  {args.samples} samples in "
+                  f"{row['sample_s']:.1f} s;  {row['chapter_steps']:,} chapter steps -> {row['chapter_train_h']:.2f} h",
+                  flush=True)
+            del model
+        if args.out:
+            with open(args.out, "a") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
