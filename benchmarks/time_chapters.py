@@ -51,12 +51,14 @@ def select(names: list[str]) -> list[Path]:
 
 
 def commit() -> str:
-    """The checked-out commit (``PAPERLIB_COMMIT`` where the tree is a copy without git)."""
+    """The commit being run: ``PAPERLIB_COMMIT`` if set (a copied tree may carry a stale .git), else git's."""
+    if os.environ.get("PAPERLIB_COMMIT"):
+        return os.environ["PAPERLIB_COMMIT"]
     try:
         return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("PAPERLIB_COMMIT", "unknown")
+        return "unknown"
 
 
 def save_records(row: dict, out: Path) -> None:

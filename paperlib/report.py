@@ -3,6 +3,9 @@
 Each chapter calls :func:`record` for every number it compares with the paper, and ends with
 :func:`table`. Records are JSON files under ``cache_dir()/scoreboard/<profile>/<chapter>.json``,
 rewritten each time the chapter runs, so the scoreboard page is built from executed chapters only.
+The page can put next to them the records of an archived run at another profile (the GPU runs in
+``book/gpu_records/``, written by ``benchmarks/time_chapters.py`` with the device, run time and
+commit they came from): :func:`scoreboard` with ``archive=``.
 """
 from __future__ import annotations
 
@@ -57,9 +60,9 @@ def rows(chapter: str, profile: str | None = None) -> list[dict]:
     return json.loads(path.read_text())["rows"] if path.exists() else []
 
 
-def load_all(profile: str | None = None) -> list[dict]:
-    """Every chapter's record document at a profile, sorted by chapter."""
-    folder = config.cache_dir() / "scoreboard" / (profile or config.profile())
+def load_all(profile: str | None = None, folder: str | Path | None = None) -> list[dict]:
+    """Every chapter's record document at a profile (or in ``folder``), sorted by chapter."""
+    folder = Path(folder) if folder is not None else config.cache_dir() / "scoreboard" / (profile or config.profile())
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
@@ -71,12 +74,20 @@ def _fmt(v) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _table(rows_: list[dict], note: bool = True) -> list[str]:
-    head = "| quantity | paper says | we measure | verdict |" + (" note |" if note else "")
-    lines = [head, "|---|---|---|---|" + ("---|" if note else "")]
+def _table(rows_: list[dict], note: bool = True, other: dict | None = None, other_name: str = "") -> list[str]:
+    """Markdown table; ``other`` (quantity -> row of another run) adds a column of its values."""
+    extra = f" {other_name} |" if other is not None else ""
+    head = "| quantity | paper says | we measure |" + extra + " verdict |" + (" note |" if note else "")
+    lines = [head, "|---|---|---|" + ("---|" if other is not None else "") + "---|" + ("---|" if note else "")]
     for r in rows_:
-        cells = [_fmt(r["quantity"]), _fmt(r["paper"]), _fmt(r["ours"]), f"**{r['verdict']}**"]
-        lines.append("| " + " | ".join(cells + ([_fmt(r["note"])] if note else [])) + " |")
+        cells = [_fmt(r["quantity"]), _fmt(r["paper"]), _fmt(r["ours"])]
+        verdict = f"**{r['verdict']}**"
+        if other is not None:
+            o = other.get(r["quantity"])
+            cells.append(_fmt(o["ours"]) if o else "–")
+            if o and o["verdict"] != r["verdict"]:
+                verdict += f" ({other_name}: **{o['verdict']}**)"
+        lines.append("| " + " | ".join(cells + [verdict] + ([_fmt(r["note"])] if note else [])) + " |")
     return lines
 
 
@@ -85,9 +96,22 @@ def markdown(chapter: str, profile: str | None = None) -> str:
     return "\n".join(_table(rows(chapter, profile)))
 
 
-def scoreboard(profile: str | None = None, exclude=("99_scoreboard",)) -> str:
-    """Every chapter's rows at a profile as Markdown: a verdict count, then one table per chapter."""
+def _provenance(doc: dict) -> str:
+    run = doc.get("run", {})
+    return (f"{doc['profile']} profile on {run.get('device', 'an unrecorded device')}, commit "
+            f"`{run.get('commit', 'unknown')}`, {doc['started'][:10]}, chapter run time {run.get('seconds', '?')} s")
+
+
+def scoreboard(profile: str | None = None, exclude=("99_scoreboard",), archive: str | Path | None = None,
+               archive_name: str = "GPU (archived)") -> str:
+    """Every chapter's rows at a profile as Markdown: a verdict count, then one table per chapter.
+
+    ``archive``: a folder of record documents from another run (e.g. ``book/gpu_records``); a chapter
+    found there gets a column ``archive_name`` matched by quantity, rows only the archive has are
+    appended, and a line says where and when the archived run was made.
+    """
     docs = [d for d in load_all(profile) if d["chapter"] not in exclude]
+    archived = {d["chapter"]: d for d in load_all(folder=archive)} if archive is not None and Path(archive).is_dir() else {}
     counts: dict[str, int] = {}
     for d in docs:
         for r in d["rows"]:
@@ -96,7 +120,15 @@ def scoreboard(profile: str | None = None, exclude=("99_scoreboard",)) -> str:
     out = [f"**Profile `{profile or config.profile()}`**: {summary}.", ""]
     for d in docs:
         title = f"[{d['title']}](../{d['url']}.ipynb)" if d.get("url") else d["title"]
-        out += [f"### {title}", "", *_table(d["rows"], note=False), ""]
+        a = archived.get(d["chapter"])
+        if a is None:
+            out += [f"### {title}", "", *_table(d["rows"], note=False), ""]
+            continue
+        ours = {r["quantity"] for r in d["rows"]}
+        only = [dict(r, ours=None) for r in a["rows"] if r["quantity"] not in ours]
+        other = {r["quantity"]: r for r in a["rows"]}
+        out += [f"### {title}", "", f"*{archive_name}: {_provenance(a)}.*", "",
+                *_table(d["rows"] + only, note=False, other=other, other_name=archive_name), ""]
     return "\n".join(out)
 
 

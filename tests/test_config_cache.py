@@ -91,3 +91,27 @@ def test_report_rows_roundtrip(monkeypatch):
     with pytest.raises(ValueError, match="verdict"):
         report.record("99_demo", "x", 1, verdict="maybe")
     assert json.loads(json.dumps(report.load_all()))[0]["title"] == "Demo"
+
+
+def test_scoreboard_archived_column(monkeypatch, tmp_path):
+    monkeypatch.setenv("PAPERLIB_PROFILE", "smoke")
+    report.start("98_demo", "Demo")
+    report.record("98_demo", "rate", 0.5, paper=0.922, verdict="qualitatively")
+    report.record("98_demo", "zone", "[1, 2]", verdict="n/a")
+    archive = tmp_path / "gpu_records"
+    archive.mkdir()
+    doc = {"chapter": "98_demo", "title": "Demo", "url": "", "profile": "gpu", "started": "2026-11-23T08:00:00+00:00",
+           "rows": [{"quantity": "rate", "paper": 0.922, "ours": 0.9, "verdict": "reproduced", "note": ""},
+                    {"quantity": "only on gpu", "paper": None, "ours": 7, "verdict": "n/a", "note": ""}],
+           "run": {"device": "NVIDIA H100", "seconds": 12.5, "commit": "abc1234"}}
+    (archive / "98_demo.json").write_text(json.dumps(doc))
+    board = report.scoreboard(exclude=(), archive=archive).splitlines()
+    start = board.index("### Demo")
+    assert "NVIDIA H100" in board[start + 2] and "`abc1234`" in board[start + 2] and "12.5 s" in board[start + 2]
+    table = board[start + 4:]
+    assert table[0] == "| quantity | paper says | we measure | GPU (archived) | verdict |"
+    assert "| rate | 0.922 | 0.5 | 0.9 | **qualitatively** (GPU (archived): **reproduced**) |" in table
+    assert "| zone | – | [1, 2] | – | **n/a** |" in table  # no archived value
+    assert "| only on gpu | – | – | 7 | **n/a** |" in table  # archived only
+    # no archive folder (e.g. a notebook opened alone on Colab): the plain table
+    assert "GPU (archived)" not in report.scoreboard(exclude=(), archive=tmp_path / "missing")
