@@ -124,7 +124,7 @@ def main(argv=None):
     data = (torch.rand(n, d, generator=gen) * 2 - 1).to(device)
     sig = torch.logspace(-2.7, 1.9, 40, dtype=torch.float64)
     noise = torch.randn(m * r_, d, generator=gen).to(device)
-    g = torch.Generator(device="cpu").manual_seed(1)
+    g = torch.Generator(device=device).manual_seed(1)  # noise drawn where it is used, as the chapters do
     t, tb, rr, rm = paired(lambda: geometry.max_posterior_weight(data, sig, r_, g, progress=False),
                            lambda: (data @ data.T, noise @ data.T), device, max(2, reps // 2))
     rows.append((n, "max_posterior_weight 1k x 4, 40 sigmas", t, "pts@data.T + noise@data.T", tb, rr, rm))
