@@ -33,10 +33,12 @@ $(MATHJAX):
 setup: $(VENV)/.installed $(MATHJAX)
 
 # Executes every chapter at the CPU profile and writes the static site to _build/html.
+# --all: Sphinx otherwise re-reads (and so re-executes) only the pages whose source changed, and a
+# page whose results changed through paperlib, data or book/gpu_records would ship stale.
 book: setup
 	rm -rf .cache/results/scoreboard/cpu  # the scoreboard shows only chapters executed in this build
 	PAPERLIB_PROFILE=cpu PAPERLIB_CACHE=$(CURDIR)/.cache/results \
-	  $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml
+	  $(BIN)/jupyter-book build . --all --config book/_config.yml --toc book/_toc.yml
 	@echo "Book written to $(CURDIR)/_build/html/index.html"
 
 # Unit tests, then every chapter under nbmake at the smoke profile.

@@ -1,5 +1,6 @@
 """environment.yml and pyproject.toml list the same dependencies; README's commands are the Makefile's."""
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -29,3 +30,13 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(.+?)\n```", readme)
     assert commands[:2] == ["make book", "make test"]
     assert "make test" in ci.splitlines()[-1]
+
+
+def test_book_build_reexecutes_every_page():
+    # Sphinx re-reads only pages whose source changed; without --all a chapter whose results changed
+    # through paperlib, the data or book/gpu_records would keep its old executed outputs.
+    out = subprocess.run(["make", "-n", "book"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    build = [line for line in out.splitlines() if "jupyter-book build" in line]
+    assert build and all(" --all" in line for line in build)
+    config = yaml.safe_load((ROOT / "book" / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "force"
