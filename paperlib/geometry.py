@@ -790,6 +790,20 @@ def _distances_from(data: torch.Tensor, index: int) -> np.ndarray:
     return np.sort(out[keep].cpu().numpy())
 
 
+def _bisect_log(ok, good: float, bad: float) -> float:
+    """Geometric bisection of a monotone predicate with ``ok(good)`` true and ``ok(bad)`` false: the
+    last point found where it holds, within a relative ``1e-12`` of the boundary (at most 100 halvings)."""
+    for _ in range(100):
+        mid = math.sqrt(good * bad)
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+        if max(good, bad) / min(good, bad) < 1 + 1e-12:
+            break
+    return good
+
+
 def _thresholds_one(delta_j: np.ndarray, eps: float, delta: float, sharp: bool) -> tuple[float, float]:
     M = delta_j.size  # N - 1
     # ---- sigma_hi (w_1 >= 1 - eps) ----
@@ -799,19 +813,10 @@ def _thresholds_one(delta_j: np.ndarray, eps: float, delta: float, sharp: bool) 
     if sharp and delta_j[0] > 0:
         def fail_hi(s):  # sum_j P(G > delta_j/(2s) - L s/delta_j)
             return float(_special.ndtr(-(delta_j / (2 * s) - L * s / delta_j)).sum())
-        lo_s, hi_s = sigma_hi, sigma_hi
+        hi_s = sigma_hi
         while fail_hi(hi_s * 2) <= delta:
             hi_s *= 2
-        hi_s *= 2
-        for _ in range(100):
-            mid = math.sqrt(lo_s * hi_s)
-            if fail_hi(mid) <= delta:
-                lo_s = mid
-            else:
-                hi_s = mid
-            if hi_s / lo_s < 1 + 1e-12:
-                break
-        sigma_hi = lo_s
+        sigma_hi = _bisect_log(lambda s: fail_hi(s) <= delta, good=sigma_hi, bad=2 * hi_s)
     # ---- sigma_lo (w_1 <= eps) ----
     ks = np.arange(1, M + 1)
     valid = eps * ks > 1 - eps
@@ -842,16 +847,7 @@ def _thresholds_one(delta_j: np.ndarray, eps: float, delta: float, sharp: bool) 
             lo_s = hi_s
             while lo_s > 0 and fail_lo(lo_s / 2) <= delta and lo_s > 1e-300:
                 lo_s /= 2
-            lo_s /= 2
-            for _ in range(100):
-                mid = math.sqrt(lo_s * hi_s)
-                if fail_lo(mid) <= delta:
-                    hi_s = mid
-                else:
-                    lo_s = mid
-                if hi_s / lo_s < 1 + 1e-12:
-                    break
-            best = min(best, hi_s)
+            best = min(best, _bisect_log(lambda s: fail_lo(s) <= delta, good=hi_s, bad=lo_s / 2))
         sigma_lo = best
     return sigma_lo, sigma_hi
 
