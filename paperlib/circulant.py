@@ -109,14 +109,9 @@ def circulant_matrix(first_row) -> torch.Tensor:
 
 def frequency_magnitude(shape) -> torch.Tensor:
     """Integer frequency magnitude of each FFT bin: ``min(k, N - k)`` in 1-D, the Euclidean norm of
-    ``(min(k0, H - k0), min(k1, W - k1))`` in 2-D (float64)."""
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list, torch.Size)) else (shape,)))
-    if len(shape) not in (1, 2) or min(shape) < 1:
-        raise ValueError(f"shape must be (N,) or (H, W) with positive sizes, got {shape}")
-    fs = [torch.minimum(torch.arange(n), n - torch.arange(n)).to(_F64) for n in shape]
-    if len(fs) == 1:
-        return fs[0]
-    return torch.sqrt(fs[0][:, None] ** 2 + fs[1][None, :] ** 2)
+    ``(min(k0, H - k0), min(k1, W - k1))`` in 2-D (float64). A frequency index wraps around like an
+    offset, so this is :func:`wrap_distance` with the Euclidean norm."""
+    return wrap_distance(shape, "euclidean")
 
 
 def power_law_spectrum(shape, alpha: float, variance: float = 1.0) -> torch.Tensor:
