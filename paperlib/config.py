@@ -3,8 +3,10 @@
 Everything is set by environment variables so that notebooks, nbmake, the book build and Colab
 all honour the same switches:
 
-- ``PAPERLIB_PROFILE``: ``smoke`` (seconds, for CI), ``cpu`` (the book build, 2 cores) or ``gpu``
-  (the paper's scale). Default: ``gpu`` when CUDA is available, else ``cpu``.
+- ``PAPERLIB_PROFILE``: the scale of every chapter, by intent (:data:`PROFILES`):
+  ``smoke`` (seconds, for CI), ``cpu`` (the book build, 2 CPU cores), ``gpu`` (one Colab session on
+  a T4-class GPU) and ``paper`` (the paper's data sizes, models and iterations; hours on large GPUs).
+  Default: ``gpu`` when CUDA is available, else ``cpu``.
 - ``PAPERLIB_DATA``: folder holding the datasets (layout in :mod:`paperlib.data`).
   Default: ``~/.cache/paperlib/data`` (where Colab downloads go).
 - ``PAPERLIB_CACHE``: folder for cached results (trained models, curves). Default: ``~/.cache/paperlib/results``.
@@ -17,7 +19,15 @@ from pathlib import Path
 
 import torch
 
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
+
+#: What each profile is for (shown above every chapter's settings table).
+PURPOSE = {
+    "smoke": "seconds; CI runs every chapter at this scale",
+    "cpu": "the book build: minutes on 2 CPU cores",
+    "gpu": "one Colab session: at most 45 minutes per chapter on a T4-class GPU",
+    "paper": "the paper's data sizes, models and iterations: hours on large GPUs",
+}
 
 
 def profile() -> str:
@@ -31,9 +41,10 @@ def profile() -> str:
 
 
 def choose(**by_profile):
-    """Return the settings of the active profile: ``choose(smoke=..., cpu=..., gpu=...)``.
+    """Return the settings of the active profile: ``choose(smoke=..., cpu=..., gpu=..., paper=...)``.
 
-    Every profile must be given, so a notebook shows the reader all three scales side by side.
+    Every profile must be given, so a notebook shows the reader all four scales side by side
+    (:func:`settings_table`).
     """
     missing = [p for p in PROFILES if p not in by_profile]
     extra = [p for p in by_profile if p not in PROFILES]
@@ -42,9 +53,58 @@ def choose(**by_profile):
     return by_profile[profile()]
 
 
+def _cell(v) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_cell(x)}" for k, x in v.items()) or "–"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_cell(x) for x in v) + "]"
+    if isinstance(v, bool) or v is None:
+        return "–" if v is None else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def settings_table(settings: dict, notes: dict | None = None) -> str:
+    """The settings of every profile side by side, as Markdown (the active profile's column in bold).
+
+    ``settings``: ``{profile: {name: value}}`` as passed to :func:`choose`; ``notes``: optional
+    ``{name: what it means}`` shown in a last column.
+    """
+    missing = [p for p in PROFILES if p not in settings]
+    if missing:
+        raise ValueError(f"settings needs every profile {PROFILES}; missing {missing}")
+    active = profile()
+    names: list[str] = []
+    for p in PROFILES:
+        names += [k for k in settings[p] if k not in names]
+    notes = notes or {}
+    head = ["setting"] + [f"**{p}** (running)" if p == active else p for p in PROFILES] + (["meaning"] if notes else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in names:
+        cells = [f"`{k}`"] + [_cell(settings[p].get(k, "–")).replace("|", "\\|") for p in PROFILES]
+        cells = [f"**{c}**" if i == PROFILES.index(active) + 1 and c != "–" else c for i, c in enumerate(cells)]
+        lines.append("| " + " | ".join(cells + ([notes.get(k, "")] if notes else [])) + " |")
+    return "\n".join(lines)
+
+
+def show_settings(settings: dict, notes: dict | None = None):
+    """Display :func:`settings_table` in a notebook (IPython Markdown) and return the active settings."""
+    from IPython.display import Markdown, display
+    display(Markdown(f"Profile **`{profile()}`** ({PURPOSE[profile()]}). Set `PAPERLIB_PROFILE` to "
+                     f"one of {', '.join(f'`{p}`' for p in PROFILES)} to rerun at another scale.\n\n"
+                     + settings_table(settings, notes)))
+    return choose(**settings)
+
+
 def _dir(var: str, default: Path) -> Path:
     value = os.environ.get(var, "").strip()
-    return Path(value).expanduser().resolve() if value else default
+    if not value:
+        return default
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{var}={value!r} is a file, not a folder")
+    return path
 
 
 def data_dir() -> Path:
@@ -60,6 +120,12 @@ def cache_dir() -> Path:
 def device() -> torch.device:
     """Device for heavy computations (``PAPERLIB_DEVICE``)."""
     name = os.environ.get("PAPERLIB_DEVICE", "").strip()
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"PAPERLIB_DEVICE={name!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"PAPERLIB_DEVICE={name!r}, but CUDA is not available on this machine")
+    return dev

@@ -19,7 +19,7 @@ import torch
 
 from . import geometry
 
-__all__ = ["DangerZone", "danger_zone", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas"]
+__all__ = ["DangerZone", "danger_zone", "crossing", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas"]
 
 
 def default_sigmas(n: int = 64, sigma_min: float = 0.002, sigma_max: float = 80.0) -> torch.Tensor:
@@ -34,6 +34,28 @@ def _crossing_up(logs: np.ndarray, f: np.ndarray, level: float, i: int) -> float
         return float(logs[i + 1])
     tau = (level - f0) / (f1 - f0)
     return float(logs[i] + min(1.0, max(0.0, tau)) * (logs[i + 1] - logs[i]))
+
+
+def crossing(sigmas, values, level: float) -> float:
+    """The first noise level at which ``values`` (a curve on ``sigmas``) crosses ``level``, found by
+    linear interpolation in ``log sigma`` between the two grid points around it; ``nan`` if it never
+    does. Works for rising curves (coverage) and falling ones (posterior weight) alike."""
+    s = np.log(np.asarray(geometry._sigmas(sigmas, "sigmas"), dtype=float))
+    y = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"values has {y.size} entries but sigmas has {s.size}")
+    if not np.isfinite(y).all():
+        raise ValueError("values contains NaN or infinite entries")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level):
+        raise ValueError(f"level must be a finite number, got {level!r}")
+    o = np.argsort(s)
+    s, y = s[o], y[o]
+    above = y >= level
+    flips = np.nonzero(above[:-1] != above[1:])[0]
+    if flips.size == 0:
+        return float("nan")
+    i = int(flips[0])
+    return float(math.exp(s[i] + (level - y[i]) / (y[i + 1] - y[i]) * (s[i + 1] - s[i])))
 
 
 @dataclass
@@ -81,6 +103,16 @@ class DangerZone:
         if hc:
             return "large"
         return "medium"
+
+    def at_level(self, level: float) -> tuple[float, float] | None:
+        """The zone from the stored curves at another level for both (``W >= level`` and
+        ``C >= level``): ``(sigma where C reaches level, sigma where W falls to it)``, or ``None``
+        when empty. (A simpler rule than :func:`danger_zone`'s, which also handles curves that
+        Monte Carlo noise makes cross a level several times.)"""
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        lo, hi = crossing(self.sigmas, self.coverage, level), crossing(self.sigmas, self.weight, level)
+        return None if not lo <= hi else (lo, hi)
 
     def ddpm_timesteps(self, T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> tuple[int, int] | None:
         """The zone as DDPM timesteps (see :func:`ddpm_timesteps`); ``None`` if the zone is empty."""

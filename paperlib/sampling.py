@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from . import geometry
 from .edm import _as_sigma, _check_finite, karras_sigmas
 
 #: Zero-based step indices of the three swap regions of Table 1 for the 18-step schedule.
@@ -230,8 +231,6 @@ class EmpiricalDenoiser(torch.nn.Module):
         self.sample_shape = tuple(train.shape[1:])
 
     def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
-        from . import geometry  # imported lazily: geometry is optional for the rest of this module
-
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(f"x has sample shape {tuple(x.shape[1:])}, the training set {self.sample_shape}")
         s = _as_sigma(sigma, device=x.device, dtype=torch.float64).reshape(-1)

@@ -30,9 +30,9 @@ checkpoints-over-training figures; :func:`load_snapshot`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -144,8 +144,7 @@ def _ema_beta(full: dict, step: int) -> float:
 
 
 def _fingerprint(data: torch.Tensor) -> dict:
-    arr = data.detach().to("cpu", torch.float32).contiguous()
-    return {"shape": list(data.shape), "sha256": hashlib.sha256(arr.numpy().tobytes()).hexdigest()[:16]}
+    return {"shape": list(data.shape), "sha256": cache.fingerprint(data.detach().to("cpu", torch.float32))[:16]}
 
 
 def _check_data(data) -> torch.Tensor:
@@ -157,9 +156,9 @@ def _check_data(data) -> torch.Tensor:
 
 
 def code_version() -> str:
-    """Version of everything that determines a trained model (part of the cache key)."""
-    return cache.code_version(networks, edm, resolve_config, make_model, _dummy_images, _ema_beta,
-                              _next_batch, _train_steps, _run)
+    """Version of everything that determines a trained model (part of the cache key): this module and
+    the paperlib modules it uses (:func:`paperlib.cache.module_closure`: ``edm``, ``networks``)."""
+    return cache.code_version(sys.modules[__name__])
 
 
 def cache_config(config: dict | None, data: torch.Tensor) -> dict:

@@ -15,9 +15,11 @@ def _tmp_cache(tmp_path, monkeypatch):
 def test_profile_selection(monkeypatch):
     monkeypatch.setenv("PAPERLIB_PROFILE", "smoke")
     assert config.profile() == "smoke"
-    assert config.choose(smoke=1, cpu=2, gpu=3) == 1
+    assert config.choose(smoke=1, cpu=2, gpu=3, paper=4) == 1
     monkeypatch.setenv("PAPERLIB_PROFILE", "cpu")
-    assert config.choose(smoke=1, cpu=2, gpu=3) == 2
+    assert config.choose(smoke=1, cpu=2, gpu=3, paper=4) == 2
+    monkeypatch.setenv("PAPERLIB_PROFILE", "paper")
+    assert config.choose(smoke=1, cpu=2, gpu=3, paper=4) == 4
     monkeypatch.delenv("PAPERLIB_PROFILE")
     assert config.profile() == ("gpu" if torch.cuda.is_available() else "cpu")
     monkeypatch.setenv("PAPERLIB_PROFILE", "huge")
@@ -28,6 +30,8 @@ def test_profile_selection(monkeypatch):
 def test_choose_needs_every_profile():
     with pytest.raises(ValueError, match="missing"):
         config.choose(smoke=1, cpu=2)
+    with pytest.raises(ValueError, match="missing \\['paper'\\]"):
+        config.choose(smoke=1, cpu=2, gpu=3)
 
 
 def test_cached_reuses_and_recomputes_on_config_change():
@@ -81,11 +85,12 @@ def test_report_rows_roundtrip(monkeypatch):
     report.record("99_demo", "rate", 0.5, paper=0.922, verdict="qualitatively")
     report.record("99_demo", "rate", 0.6, paper=0.922, verdict="qualitatively")  # replaced, not duplicated
     rows = report.rows("99_demo")
-    assert rows == [{"quantity": "rate", "paper": 0.922, "ours": 0.6, "verdict": "qualitatively", "note": ""}]
-    assert "| rate | 0.922 | 0.6 | **qualitatively** |" in report.markdown("99_demo")
+    assert rows == [{"quantity": "rate", "paper": 0.922, "ours": 0.6, "verdict": "qualitatively", "criterion": "",
+                     "note": "", "ref": None}]
+    assert "| rate | 0.922 | – | 0.6 | **qualitatively** |" in report.markdown("99_demo")
     report.record("99_demo", "P(||n|| <= r)", 0.99, verdict="reproduced")
     row = report.markdown("99_demo").splitlines()[-1]
-    assert row.count(" | ") == 4  # the pipes of ||n|| are escaped and do not split the row
+    assert row.count(" | ") == 5  # the pipes of ||n|| are escaped and do not split the row
     board = report.scoreboard(exclude=())
     assert "1 reproduced, 1 qualitatively" in board and "### Demo" in board
     with pytest.raises(ValueError, match="verdict"):
@@ -109,9 +114,76 @@ def test_scoreboard_archived_column(monkeypatch, tmp_path):
     start = board.index("### Demo")
     assert "NVIDIA H100" in board[start + 2] and "`abc1234`" in board[start + 2] and "12.5 s" in board[start + 2]
     table = board[start + 4:]
-    assert table[0] == "| quantity | paper says | we measure | GPU (archived) | verdict |"
-    assert "| rate | 0.922 | 0.5 | 0.9 | **qualitatively** (GPU (archived): **reproduced**) |" in table
-    assert "| zone | – | [1, 2] | – | **n/a** |" in table  # no archived value
-    assert "| only on gpu | – | – | 7 | **n/a** |" in table  # archived only
+    assert table[0] == "| quantity | paper says | criterion | we measure | GPU (archived) | verdict |"
+    assert "| rate | 0.922 | – | 0.5 | 0.9 | **qualitatively** (GPU (archived): **reproduced**) |" in table
+    assert "| zone | – | – | [1, 2] | – | **n/a** |" in table  # no archived value
+    assert "| only on gpu | – | – | – | 7 | **n/a** |" in table  # archived only
     # no archive folder (e.g. a notebook opened alone on Colab): the plain table
     assert "GPU (archived)" not in report.scoreboard(exclude=(), archive=tmp_path / "missing")
+
+
+def test_criteria_compute_verdicts_and_state_their_rule(monkeypatch):
+    monkeypatch.setenv("PAPERLIB_PROFILE", "smoke")
+    c = report.at_least(60, qualitatively=30)
+    assert [c(v) for v in (61, 60, 45, 29, float("nan"))] == \
+        ["reproduced", "reproduced", "qualitatively", "not reproduced", "not reproduced"]
+    assert c.text == "reproduced if ≥ 60; qualitatively if ≥ 30"
+    m = report.at_most(5)
+    assert (m(5), m(5.01)) == ("reproduced", "not reproduced")
+    b = report.between(0.8, 1.25, qualitatively=(0.5, 2))
+    assert [b(v) for v in (1.0, 0.6, 3)] == ["reproduced", "qualitatively", "not reproduced"]
+    h = report.holds("both edges inside", reproduced=False, qualitatively=True)
+    assert h("anything") == "qualitatively"
+    report.start("97_demo", "Demo")
+    assert report.record("97_demo", "peak", 14.4, paper=None, criterion=report.at_least(30), ref="Fig. 2",
+                         figure="fig-02-peak") == "not reproduced"
+    row = report.rows("97_demo")[0]
+    assert row["criterion"] == "reproduced if ≥ 30" and row["ref"] == "Fig. 2" and row["figure"] == "fig-02-peak"
+    assert "| peak | – | reproduced if ≥ 30 | 14.4 | **not reproduced** |" in report.markdown("97_demo")
+    assert "{ref}`figure <fig-02-peak>`" in report.scoreboard(exclude=())
+    with pytest.raises(ValueError, match="either criterion or verdict"):
+        report.record("97_demo", "x", 1, verdict="n/a", criterion=c)
+    with pytest.raises(ValueError, match="threshold"):
+        report.at_least(float("nan"))
+    with pytest.raises(ValueError, match="chapter"):
+        report.start("../escape", "x")
+    with pytest.raises(ValueError, match="chapter"):
+        report.record("a/b", "x", 1)
+
+
+def test_records_from_two_processes_are_all_kept(monkeypatch, tmp_path):
+    """Concurrent report.record calls (two processes, one chapter) lose no row and leave valid JSON."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("PAPERLIB_PROFILE", "smoke")
+    report.start("96_demo", "Demo")
+    script = ("import sys\nfrom paperlib import report\n"
+              "for i in range(60):\n    report.record('96_demo', f'{sys.argv[1]} row {i}', i)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, tag]) for tag in ("a", "b")]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    quantities = {r["quantity"] for r in report.rows("96_demo")}
+    assert quantities == {f"{t} row {i}" for t in "ab" for i in range(60)}
+
+
+def test_settings_table_shows_all_profiles(monkeypatch):
+    monkeypatch.setenv("PAPERLIB_PROFILE", "cpu")
+    s = dict(smoke=dict(n=8, net=dict(ch=8)), cpu=dict(n=64, net=dict(ch=16)), gpu=dict(n=1000, net=dict(ch=64)),
+             paper=dict(n=2000, net=dict(ch=128), only_paper=True))
+    t = config.settings_table(s, notes={"n": "training images"}).splitlines()
+    assert t[0] == "| setting | smoke | **cpu** (running) | gpu | paper | meaning |"
+    assert "| `n` | 8 | **64** | 1,000 | 2,000 | training images |" in t
+    assert "| `only_paper` | – | – | – | True |  |" in t
+    with pytest.raises(ValueError, match="paper"):
+        config.settings_table({k: v for k, v in s.items() if k != "paper"})
+
+
+def test_environment_errors_name_the_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("PAPERLIB_DEVICE", "warp-drive")
+    with pytest.raises(ValueError, match="PAPERLIB_DEVICE"):
+        config.device()
+    f = tmp_path / "file"
+    f.write_text("x")
+    monkeypatch.setenv("PAPERLIB_CACHE", str(f))
+    with pytest.raises(ValueError, match="PAPERLIB_CACHE"):
+        config.cache_dir()
