@@ -60,12 +60,17 @@ __all__ = [
     "gaussian_kl",
     "expected_kl",
     "kl_asymptote",
+    "mardia_kurtosis",
     "kl_limit",
     "gd_coefficient",
     "early_stopping_ridge",
     "ode_variance",
     "LinearDiffusionModel",
     "ancestral_sample",
+    "gaussian_draws",
+    "subset_draws",
+    "learning_curve",
+    "kl_vs_training",
     "outside_span_fraction",
 ]
 
@@ -249,10 +254,39 @@ def expected_kl(d: int, n: int, direction: str = "forward") -> float:
     return 0.5 * (d * (n + 1) / (n - d - 2) - d - d * math.log(n / 2) + _psi_sum(d, n))
 
 
-def kl_asymptote(d: int, n) -> float:
-    """The large-``n`` form of :func:`expected_kl` (both directions): ``d (d + 3) / (4 n)``."""
+def kl_asymptote(d: int, n, kurtosis: float | None = None) -> float:
+    """Large-``n`` form of the expected KL (both directions) between the Gaussian fitted to ``n`` points and the
+    Gaussian with the population's mean and covariance: ``(beta_2 + d) / (4 n)``, where ``beta_2 = E[(z^T z)^2]``
+    is Mardia's kurtosis of the whitened data ``z`` (:func:`mardia_kurtosis`). Gaussian data (default):
+    ``beta_2 = d (d + 2)``, so ``d (d + 3) / (4 n)``.
+
+    Derivation: in whitened coordinates ``KL ~ ||C_hat - I||_F^2 / 4 + |mu_hat - mu|^2 / 2`` to second order, with
+    ``E ||C_hat - I||_F^2 = (E||z z^T - I||_F^2) / n = (beta_2 - d) / n`` and ``E |mu_hat - mu|^2 = d / n``."""
     d = _int(d, "d", 1)
-    return d * (d + 3) / (4 * _positive(n, "n"))
+    n = _positive(n, "n")
+    beta2 = d * (d + 2) if kurtosis is None else _positive(kurtosis, "kurtosis")
+    return (beta2 + d) / (4 * n)
+
+
+def mardia_kurtosis(data: torch.Tensor, mean: torch.Tensor | None = None, cov: torch.Tensor | None = None) -> float:
+    """Mardia's multivariate kurtosis ``beta_2 = mean_i [(y_i - mu)^T Sigma^-1 (y_i - mu)]^2`` of ``data``
+    (``(N, d)`` or images), with the data's own moments (``1/N``) unless ``mean`` and ``cov`` are given.
+    ``d (d + 2)`` for a Gaussian."""
+    data = _tensor(data, "data")
+    x = data.reshape(data.shape[0], -1)
+    if (mean is None) != (cov is None):
+        raise ValueError("give both mean and cov, or neither")
+    if mean is None:
+        mean, cov = geometry.fit_gaussian(x)
+    m, C = _moments(mean, cov, x.shape[1], x.device)
+    Lc, info = torch.linalg.cholesky_ex(0.5 * (C + C.T))
+    if int(info) != 0:
+        raise ValueError("cov must be positive definite")
+    out, rows = 0.0, max(1, (32 * 2**20) // (8 * x.shape[1]))
+    for r0 in range(0, x.shape[0], rows):
+        z = torch.linalg.solve_triangular(Lc, (x[r0:r0 + rows].to(_F64) - m).T, upper=False)
+        out += float((z * z).sum(0).pow(2).sum())
+    return out / x.shape[0]
 
 
 def kl_limit(ratio, direction: str = "forward"):
@@ -523,6 +557,68 @@ def ancestral_sample(denoiser, x: torch.Tensor, sigmas, generator: torch.Generat
             z = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
             x = x + s_next * math.sqrt(1 - r) * z
     return x
+
+
+def gaussian_draws(eigvals, mean=None):
+    """``draw(n, generator)`` for :func:`learning_curve`: ``n`` points of ``N(mean, diag(eigvals))`` (the
+    target in its eigenbasis; every quantity here is invariant under rotations), float64."""
+    lam = torch.as_tensor(eigvals, dtype=_F64)
+    if lam.dim() != 1 or not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
+        raise ValueError("eigvals must be a 1-D tensor of finite values >= 0")
+    mu = torch.zeros_like(lam) if mean is None else _tensor(mean, "mean").to(_F64)
+    sd = lam.sqrt()
+    return lambda n, generator: mu + torch.randn(n, lam.numel(), generator=generator, dtype=_F64) * sd
+
+
+def subset_draws(pool: torch.Tensor):
+    """``draw(n, generator)`` for :func:`learning_curve`: ``n`` rows of ``pool`` drawn without replacement."""
+    pool = _tensor(pool, "pool")
+    flat = pool.reshape(pool.shape[0], -1)
+
+    def draw(n, generator):
+        if n > flat.shape[0]:
+            raise ValueError(f"n = {n} exceeds the pool of {flat.shape[0]} points")
+        return flat[torch.randperm(flat.shape[0], generator=generator)[:n]]
+    return draw
+
+
+def learning_curve(draw, ns, sigmas, reps: int, target_mean: torch.Tensor, target_cov: torch.Tensor, *,
+                   generator: torch.Generator, kl: bool = True, progress: bool = False) -> dict:
+    """Fit the Gaussian denoiser (Eq. 7) to ``reps`` training sets of each size ``n`` in ``ns`` (``draw(n,
+    generator)``, e.g. :func:`gaussian_draws`, :func:`subset_draws`) and return float64 tensors:
+    ``"train"``, ``"test"`` ``(len(ns), reps, len(sigmas))`` (:meth:`LinearDiffusionModel.train_loss`,
+    :meth:`~LinearDiffusionModel.denoising_loss` on the target's moments) and, with ``kl``, ``"kl"``
+    ``(len(ns), reps)``: ``KL(N(mu_hat, C_hat) || N(target))`` (``inf`` for ``n <= d``)."""
+    from .progress import bar
+    ns = [_int(n, "ns", 2) for n in ns]
+    reps = _int(reps, "reps", 1)
+    sig = _sigmas(sigmas)
+    m0, c0 = target_mean.to(_F64), target_cov.to(_F64)
+    out = {"train": torch.empty(len(ns), reps, len(sig), dtype=_F64), "test": torch.empty(len(ns), reps, len(sig), dtype=_F64)}
+    if kl:
+        out["kl"] = torch.empty(len(ns), reps, dtype=_F64)
+    for i, n in enumerate(bar(ns, desc="learning curve", disable=not progress)):
+        for r in range(reps):
+            model = LinearDiffusionModel.fit_data(draw(n, generator))
+            out["train"][i, r] = model.train_loss(sig)
+            out["test"][i, r] = model.denoising_loss(m0, c0, sig)
+            if kl:
+                out["kl"][i, r] = math.inf if n <= model.d else gaussian_kl(model.mean, model.fit.cov, m0, c0)
+    return out
+
+
+def kl_vs_training(model: LinearDiffusionModel, target_mean: torch.Tensor, target_cov: torch.Tensor, *,
+                   cs=(), taus=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """``KL(sampling distribution || N(target))`` of ``model``'s data trained with each ridge ``c`` in ``cs``
+    (``tau = inf``) and for each gradient-flow time ``tau`` in ``taus`` (``c = 0``): two float64 tensors."""
+    if not isinstance(model, LinearDiffusionModel):
+        raise TypeError(f"model must be a LinearDiffusionModel, got {type(model).__name__}")
+    m0, c0 = target_mean.to(_F64), target_cov.to(_F64)
+
+    def kl(m):
+        return gaussian_kl(*m.sampling_distribution(), m0, c0)
+    return (torch.tensor([kl(model.with_training(c=float(c))) for c in cs], dtype=_F64),
+            torch.tensor([kl(model.with_training(tau=float(t))) for t in taus], dtype=_F64))
 
 
 def outside_span_fraction(x: torch.Tensor, data: torch.Tensor) -> torch.Tensor:

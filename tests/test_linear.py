@@ -350,3 +350,67 @@ def test_bad_arguments_are_named():
         L.ode_variance(torch.tensor([1.0]), sigma_max=0.0)
     with pytest.raises(ValueError, match="ratio"):
         L.kl_limit(-0.1)
+
+
+# ------------------------------------------------------------------------------------------ non-Gaussian data
+def _scale_mixture(n, d, gen, reps=1):
+    """z = s g with s^2 = 1/2 or 3/2 (probability 1/2 each): E s^2 = 1 (covariance I), E s^4 = 5/4, so
+    Mardia's kurtosis is beta_2 = 1.25 d (d + 2)."""
+    g = torch.randn(reps, n, d, generator=gen, dtype=F64)
+    s2 = 0.5 + (torch.rand(reps, n, 1, generator=gen, dtype=F64) < 0.5).to(F64)
+    return g * s2.sqrt()
+
+
+def test_mardia_kurtosis():
+    gen = torch.Generator().manual_seed(8)
+    d = 5
+    gauss = torch.randn(400_000, d, generator=gen, dtype=F64)
+    assert L.mardia_kurtosis(gauss) == pytest.approx(d * (d + 2), rel=0.01)
+    mix = _scale_mixture(400_000, d, gen)[0]
+    zero, eye = torch.zeros(d, dtype=F64), torch.eye(d, dtype=F64)
+    assert L.mardia_kurtosis(mix, zero, eye) == pytest.approx(1.25 * d * (d + 2), rel=0.03)
+    with pytest.raises(ValueError, match="both"):
+        L.mardia_kurtosis(mix, zero)
+
+
+def test_kl_asymptote_with_kurtosis_matches_monte_carlo():
+    """Heavy-tailed data: E KL of the fitted Gaussian to N(0, I) is (beta_2 + d)/(4N), not d(d+3)/(4N)."""
+    gen = torch.Generator().manual_seed(9)
+    d, n = 4, 1000
+    y = _scale_mixture(n, d, gen, reps=4000)
+    m = y.mean(1)
+    C = torch.einsum("rni,rnj->rij", y - m[:, None], y - m[:, None]) / n
+    zero, eye = torch.zeros(d, dtype=F64), torch.eye(d, dtype=F64)
+    kls = torch.distributions.kl_divergence(torch.distributions.MultivariateNormal(m, C),
+                                            torch.distributions.MultivariateNormal(zero.expand(len(m), d),
+                                                                                   eye.expand(len(m), d, d))).numpy()
+    pred = L.kl_asymptote(d, n, kurtosis=1.25 * d * (d + 2))
+    assert kls.mean() == pytest.approx(pred, rel=0.03)
+    assert abs(kls.mean() - L.kl_asymptote(d, n)) > 5 * kls.std() / math.sqrt(len(kls))  # Gaussian form is off
+    assert L.kl_asymptote(7, 100) == pytest.approx(7 * 10 / 400)
+
+
+# ------------------------------------------------------------------------------------------ experiment helpers
+def test_learning_curve_and_kl_vs_training_compose_the_closed_forms():
+    lam = torch.linspace(0.2, 2.0, 6, dtype=F64)
+    zero, cov = torch.zeros(6, dtype=F64), torch.diag(lam)
+    out = L.learning_curve(L.gaussian_draws(lam), [4, 12], [0.1, 1.0], 2, zero, cov,
+                           generator=torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    draw = L.gaussian_draws(lam)
+    for i, n in enumerate([4, 12]):
+        for r in range(2):
+            model = L.LinearDiffusionModel.fit_data(draw(n, gen))
+            assert torch.allclose(out["train"][i, r], model.train_loss([0.1, 1.0]))
+            assert torch.allclose(out["test"][i, r], model.denoising_loss(zero, cov, [0.1, 1.0]))
+            want = math.inf if n <= 6 else L.gaussian_kl(model.mean, model.fit.cov, zero, cov)
+            assert float(out["kl"][i, r]) == pytest.approx(want)
+    pool = torch.arange(30, dtype=F64).reshape(10, 3)
+    rows = L.subset_draws(pool)(4, torch.Generator().manual_seed(0))
+    assert len({tuple(r.tolist()) for r in rows}) == 4 and all(r.tolist() in pool.tolist() for r in rows)
+    with pytest.raises(ValueError, match="pool"):
+        L.subset_draws(pool)(11, torch.Generator())
+    model = L.LinearDiffusionModel.fit_data(draw(4, gen))
+    kc, kt = L.kl_vs_training(model, zero, cov, cs=[0.0, 0.1], taus=[1.0])
+    assert kc[0] == math.inf and math.isfinite(kc[1]) and math.isfinite(kt[0])
+    assert float(kc[1]) == pytest.approx(L.gaussian_kl(model.mean, model.fit.cov + 0.1 * torch.eye(6, dtype=F64), zero, cov))
