@@ -169,7 +169,11 @@ def mixture_denoiser(x: torch.Tensor, means: torch.Tensor, variance, sigma) -> t
         v = variance.reshape(()).to(x.dtype)
     else:
         v = torch.tensor(_nonneg(variance, "variance"), dtype=x.dtype, device=x.device)
-    s2 = _sigma_arg(sigma, x.shape[0], x) ** 2
+    return _posterior_mean(x, means, v, _sigma_arg(sigma, x.shape[0], x) ** 2)
+
+
+def _posterior_mean(x: torch.Tensor, means: torch.Tensor, v: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    """:func:`mixture_denoiser` without the checks (``s2``: ``(b, 1)`` squared noise levels)."""
     tot = v + s2                                                      # (b, 1)
     logits = (x @ means.T - 0.5 * (means * means).sum(1)) / tot        # ||x||^2 is constant in a row
     mbar = torch.softmax(logits, dim=1) @ means
@@ -274,19 +278,22 @@ class LabLosses:
 
 
 def lab_losses(lab: Laboratory, sigmas, Ms=(), *, n_noise: int = 8, n_subsets: int = 4, seed: int = 0,
-               show_progress: bool = True) -> LabLosses:
+               device=None, show_progress: bool = True) -> LabLosses:
     """Monte Carlo training losses of the generalizing, fully memorizing and M-point memorizing models
     (:class:`LabLosses`), with one noise draw per (point, repetition) shared by all models and all
-    ``sigmas`` (common random numbers: the gaps are estimated far more precisely than the losses)."""
+    ``sigmas`` (common random numbers: the gaps are estimated far more precisely than the losses).
+    The random numbers are drawn on the CPU; ``device`` (default: the data's) only sets where the
+    denoisers run. Results are CPU float64 tensors."""
     sig = geometry._sigmas(sigmas, "sigmas")
     n_noise, n_subsets = _int(n_noise, "n_noise"), _int(n_subsets, "n_subsets")
     Ms = [_int(M, "Ms") for M in Ms]
     if any(M > lab.N for M in Ms):
         raise ValueError(f"every M in Ms must be <= N = {lab.N}, got {max(Ms)}")
     gen = torch.Generator().manual_seed(int(seed))
-    y = lab.train
+    dev = lab.train.device if device is None else torch.device(device)
+    y, mu = lab.train.to(dev), lab.means.to(dev)
     perms = [torch.randperm(lab.N, generator=gen) for _ in range(n_subsets)]
-    z = torch.randn(n_noise, lab.N, lab.d, generator=gen, dtype=y.dtype).reshape(-1, lab.d)
+    z = torch.randn(n_noise, lab.N, lab.d, generator=gen, dtype=y.dtype).reshape(-1, lab.d).to(dev)
     y_rep = y.repeat(n_noise, 1)
     S = len(sig)
     out_gen, out_mem = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
@@ -296,14 +303,14 @@ def lab_losses(lab: Laboratory, sigmas, Ms=(), *, n_noise: int = 8, n_subsets: i
     for j in progress.bar(range(S), desc="lab losses", disable=not show_progress):
         s = float(sig[j])
         x = y_rep + s * z
-        e_gen = (mixture_denoiser(x, lab.means, lab.variance, s) - y_rep).pow(2).sum(1)
+        e_gen = (mixture_denoiser(x, mu, lab.variance, s) - y_rep).pow(2).sum(1)
         e_mem = (mixture_denoiser(x, y, 0.0, s) - y_rep).pow(2).sum(1)
         out_gen[j], out_mem[j] = e_gen.mean(), e_mem.mean()
         se_g[j] = (e_gen - e_mem).std() / math.sqrt(cnt)
         for a, M in enumerate(Ms):
             diffs = []
             for b, p in enumerate(perms):
-                e_p = (mixture_denoiser(x, y[p[:M]], 0.0, s) - y_rep).pow(2).sum(1)
+                e_p = (mixture_denoiser(x, y[p[:M].to(dev)], 0.0, s) - y_rep).pow(2).sum(1)
                 out_p[a, b, j] = e_p.mean()
                 diffs.append(e_p - e_mem)
             dd = torch.stack(diffs).mean(0)
@@ -442,7 +449,7 @@ def train_mixture(train: torch.Tensor, M: int, sigmas, weights, *, steps: int = 
     means = means0.requires_grad_(True)
     std = torch.tensor(math.sqrt(_nonneg(init_variance, "init_variance")), dtype=dtype, device=dev,
                        requires_grad=True)
-    opt = torch.optim.Adam([means, std], lr=lr)
+    opt = torch.optim.Adam([means, std], lr=lr, foreach=False)   # two tensors: the plain loop is faster
     n_warm = int(warmup * steps)
 
     def lr_factor(k):
@@ -457,9 +464,9 @@ def train_mixture(train: torch.Tensor, M: int, sigmas, weights, *, steps: int = 
     every = max(1, steps // 100)
     for k in progress.bar(range(steps), desc=f"train M={M}", disable=not show_progress):
         j = torch.randint(len(sig), (N,), generator=gen, device=dev).repeat(n_noise)
-        s = sig[j]
-        x = y + s[:, None] * torch.randn(y.shape, generator=gen, dtype=dtype, device=dev)
-        err = (mixture_denoiser(x, means, std * std, s) - y).pow(2).sum(1)
+        s = sig[j, None]
+        x = y + s * torch.randn(y.shape, generator=gen, dtype=dtype, device=dev)
+        err = (_posterior_mean(x, means, std * std, s * s) - y).pow(2).sum(1)   # inputs checked above
         loss = (w[j] * err).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
