@@ -163,6 +163,9 @@ def mixture_denoiser(x: torch.Tensor, means: torch.Tensor, variance, sigma) -> t
         raise ValueError(f"means must be a non-empty (M, d) tensor, got {getattr(means, 'shape', type(means).__name__)}")
     if means.shape[1] != x.shape[1]:
         raise ValueError(f"x has dimension {x.shape[1]} but means has {means.shape[1]}")
+    for name, t in (("x", x), ("means", means)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or infinite entries")
     if isinstance(variance, torch.Tensor):
         if variance.numel() != 1 or not torch.isfinite(variance).all() or (variance < 0).any():
             raise ValueError(f"variance must be one finite number >= 0, got {variance}")

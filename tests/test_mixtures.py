@@ -120,6 +120,8 @@ def test_bad_inputs_name_the_argument():
         mx.mixture_denoiser(torch.zeros(4, 3, dtype=F64), m, 0.1, 1.0)
     with pytest.raises(ValueError, match="means"):
         mx.mixture_denoiser(x, torch.zeros(0, 2, dtype=F64), 0.1, 1.0)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        mx.mixture_denoiser(torch.full((4, 2), float("nan"), dtype=F64), m, 0.1, 1.0)
     with pytest.raises(ValueError, match="N"):
         mx.laboratory(5, 2, 1)
     with pytest.raises(ValueError, match="M"):
@@ -345,3 +347,14 @@ def test_one_step_memorization_of_the_empirical_denoiser():
     rates = mx.one_step_memorization(lambda x, s: mx.mixture_denoiser(x, train, 0.0, s), test, train,
                                      [1e-3, 1e3], n_noise=2, generator=g)
     assert rates[0] == 1.0 and rates[1] == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    lab = mx.laboratory(8, 2, 20, seed=3)
+    sig = mx.vp_sigmas(6)
+    a = mx.lab_losses(lab, sig, [10, 20], n_noise=3, n_subsets=2, seed=0, show_progress=False)
+    b = mx.lab_losses(lab, sig, [10, 20], n_noise=3, n_subsets=2, seed=0, device="cuda", show_progress=False)
+    assert torch.allclose(a.gen, b.gen) and torch.allclose(a.pmem, b.pmem)
+    model, _ = mx.train_mixture(lab.train.cuda(), 10, sig, torch.ones(6), steps=20, seed=0, show_progress=False)
+    assert model.means.is_cuda and model.means.dtype == F64 and math.isfinite(model.variance)
