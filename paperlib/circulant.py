@@ -328,3 +328,43 @@ def receptive_field_radius(J_row, mass: float = 0.9, weight: str = "abs", norm: 
     idx = (frac >= mass * (1 - 1e-12)).to(torch.int8).argmax(-1)
     r = radii[idx]
     return r if batched else r.reshape(())
+
+
+# ----------------------------------------------------------------------------------------------
+# Jacobians of any denoiser (trained networks), to compare with the circulant theory (Sec. 4.2.1)
+def denoiser_jacobian_rows(denoiser, x, sigma: float, pixels) -> torch.Tensor:
+    """Jacobian rows of a denoiser at chosen output pixels, as kernels over offsets: ``(b, P, H, W)``.
+
+    ``denoiser(x, sigma)`` maps images ``(b, C, H, W)`` (and a ``(b,)`` sigma) to images of the same
+    shape, e.g. a trained :class:`paperlib.edm.Precond`; ``x`` is ``(b, C, H, W)`` (the points where the
+    Jacobian is taken, typically noisy images ``x0 + sigma n``); ``pixels`` a list of ``(i, j)``.
+    For each image and pixel ``p`` the row ``J[(c, p), (c', q)] = d D(x)_{c, p} / d x_{c', q}`` is taken
+    by autograd (one backward pass per output channel) and summarised, like App. D's per-channel
+    kernels, as ``h[m] = sqrt(mean_c sum_c' J[(c, p), (c', p + m)]^2)`` with offsets ``m`` in FFT order
+    (wrap-around), so that :func:`receptive_field_radius` (with ``weight="energy"``) and
+    :func:`sensitivity_bound` apply. For a single-channel linear circulant denoiser this is exactly
+    ``|jacobian_row|`` (tested).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a floating tensor of images (b, C, H, W), got "
+                         f"{getattr(x, 'shape', type(x).__name__)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    s = float(_sigma(sigma, torch.zeros(1)).reshape(-1)[0])
+    b, C, H, W = x.shape
+    pix = [(int(i), int(j)) for i, j in pixels]
+    if not pix or any(not (0 <= i < H and 0 <= j < W) for i, j in pix):
+        raise ValueError(f"pixels must be a non-empty list of (i, j) inside the {H}x{W} image, got {pixels!r}")
+    out = torch.empty(b, len(pix), H, W, dtype=_F64)
+    with torch.enable_grad():
+        xi = x.detach().clone().requires_grad_(True)
+        y = denoiser(xi, torch.full((b,), s, dtype=x.dtype, device=x.device))
+        if y.shape != x.shape:
+            raise ValueError(f"denoiser returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+        for k, (i, j) in enumerate(pix):
+            energy = torch.zeros(b, H, W, dtype=_F64, device=x.device)
+            for c in range(C):
+                grad, = torch.autograd.grad(y[:, c, i, j].sum(), xi, retain_graph=True)
+                energy += grad.detach().to(_F64).square().sum(1)  # images are independent in a batch
+            out[:, k] = torch.roll(energy / C, shifts=(-i, -j), dims=(1, 2)).sqrt().cpu()
+    return out

@@ -19,7 +19,7 @@ import torch
 
 from . import geometry
 
-__all__ = ["DangerZone", "danger_zone", "crossing", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas"]
+__all__ = ["DangerZone", "band", "danger_zone", "crossing", "log_overlap", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas"]
 
 
 def default_sigmas(n: int = 64, sigma_min: float = 0.002, sigma_max: float = 80.0) -> torch.Tensor:
@@ -266,3 +266,47 @@ def ddpm_timesteps(interval, T: int = 1000, beta_1: float = 1e-4, beta_T: float 
         return int(inside[0]) + 1, int(inside[-1]) + 1
     t = int(torch.argmin((s.log() - 0.5 * (math.log(lo) + math.log(hi))).abs())) + 1
     return t, t
+
+
+def band(sigmas, values, fraction: float = 0.5) -> tuple[float, float] | None:
+    """The noise-level interval around the maximum of a curve where it is at least ``fraction`` of
+    that maximum (edges interpolated linearly in ``log sigma``): e.g. the band of Fig. 2 where a
+    model's per-level memorization is at least half its peak. ``None`` if the curve is 0 everywhere."""
+    s = np.asarray(geometry._sigmas(sigmas, "sigmas"), dtype=float)
+    y = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"values has {y.size} entries but sigmas has {s.size}")
+    if not np.isfinite(y).all():
+        raise ValueError("values contains NaN or infinite entries")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    o = np.argsort(s)
+    s, y = s[o], y[o]
+    k = int(np.argmax(y))
+    if y[k] <= 0:
+        return None
+    level = fraction * y[k]
+    ls = np.log(s)
+    i = k
+    while i > 0 and y[i - 1] >= level:
+        i -= 1
+    j = k
+    while j < len(s) - 1 and y[j + 1] >= level:
+        j += 1
+    lo = ls[i] if i == 0 else ls[i - 1] + (level - y[i - 1]) / (y[i] - y[i - 1]) * (ls[i] - ls[i - 1])
+    hi = ls[j] if j == len(s) - 1 else ls[j] + (y[j] - level) / (y[j] - y[j + 1]) * (ls[j + 1] - ls[j])
+    return float(math.exp(lo)), float(math.exp(hi))
+
+
+def log_overlap(a, b) -> float:
+    """The share of interval ``a = (lo, hi)`` (noise levels) that lies inside ``b``, measured in
+    ``log sigma``: 1 when ``a`` is inside ``b``, 0 when they are disjoint. A point interval counts
+    as 1 or 0 by whether it lies in ``b``."""
+    (a0, a1), (b0, b1) = (tuple(geometry._sigma(v, name) for v, name in zip(iv, ("lo", "hi")))
+                          for iv in (a, b))
+    if a0 > a1 or b0 > b1:
+        raise ValueError(f"intervals must have lo <= hi, got {a!r} and {b!r}")
+    la0, la1, lb0, lb1 = (math.log(v) for v in (a0, a1, b0, b1))
+    if la1 == la0:
+        return float(lb0 <= la0 <= lb1)
+    return max(0.0, min(la1, lb1) - max(la0, lb0)) / (la1 - la0)

@@ -296,6 +296,53 @@ def scoreboard(profile: str | None = None, exclude=("99_scoreboard",), archive: 
     return "\n".join(out)
 
 
+#: Status of a paper result, from the least to the most favourable verdict of its rows.
+_ORDER = ("not reproduced", "qualitatively", "reproduced")
+
+
+def result_status(ref: str, docs: list[dict], illustrates: str | None = None) -> tuple[str, list[tuple[str, dict]]]:
+    """Status of the paper's numbered result ``ref`` from the chapters' rows that name it:
+    the least favourable of their verdicts; "companion variant" if only our variant is checked;
+    "illustrated" for a figure of examples whose rows carry no verdict; "missing" with no row."""
+    found = [(d["chapter"], r) for d in docs for r in d["rows"] if r.get("ref") == ref]
+    verdicts = [r["verdict"] for _, r in found]
+    graded = [v for v in verdicts if v in _ORDER]
+    if graded:
+        return min(graded, key=_ORDER.index), found
+    if "companion variant" in verdicts:
+        return "companion variant", found
+    if found:
+        return ("illustrated" if illustrates else "shown, no verdict"), found
+    return "missing", found
+
+
+def results_table(registry: list[dict], profile: str | None = None) -> str:
+    """Every numbered result of the paper (``registry``: entries with ``ref``, ``what``, ``chapter``,
+    optional ``illustrates`` and ``why``) with its status at a profile, as Markdown: a count, then a
+    table linking each result to the chapter and figure that treat it."""
+    docs = load_all(profile)
+    titles = {d["chapter"]: d for d in docs}
+    lines = ["| result | what the paper states | chapter | status | rows |", "|---|---|---|---|---|"]
+    counts: dict[str, int] = {}
+    for e in registry:
+        for k in ("ref", "what", "chapter"):
+            if not e.get(k):
+                raise ValueError(f"registry entry {e!r} lacks {k!r}")
+        status, found = result_status(e["ref"], docs, e.get("illustrates"))
+        counts[status] = counts.get(status, 0) + 1
+        d = titles.get(e["chapter"])
+        chapter = f"[{d['title']}](../{d['url']}.ipynb)" if d and d.get("url") else e["chapter"]
+        if status == "illustrated":
+            status = f"illustrated (numbers: {e['illustrates']})"
+        if status == "missing" and e.get("why"):
+            status = f"missing: {e['why']}"
+        figs = sorted({r["figure"] for _, r in found if r.get("figure")})
+        where = f"{len(found)}" + "".join(f", {{ref}}`figure <{f}>`" for f in figs)
+        lines.append("| " + " | ".join([_fmt(e["ref"]), _fmt(e["what"]), chapter, f"**{_fmt(status)}**", where]) + " |")
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"**{len(registry)} numbered results of the paper**: {summary}.\n\n" + "\n".join(lines)
+
+
 def table(chapter: str):
     """Display the chapter's table in a notebook (returns an IPython Markdown object)."""
     from IPython.display import Markdown

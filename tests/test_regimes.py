@@ -127,3 +127,24 @@ def test_bad_input():
     for fn, word in cases:
         with pytest.raises(ValueError, match=word):
             fn()
+
+
+def test_band_and_log_overlap_against_closed_forms():
+    s = np.geomspace(0.01, 100, 401)
+    # a Gaussian bump in log sigma, peak 20 at sigma = 1, width 0.5: half maximum at log s = +-0.5 sqrt(2 ln 2)
+    y = 20 * np.exp(-np.log(s) ** 2 / (2 * 0.5 ** 2))
+    lo, hi = rg.band(s, y, 0.5)
+    half = 0.5 * math.sqrt(2 * math.log(2))
+    assert abs(math.log(lo) + half) < 2e-3 and abs(math.log(hi) - half) < 2e-3
+    assert rg.band(s, np.zeros_like(s)) is None
+    assert rg.band(torch.as_tensor(s), torch.as_tensor(y), 1.0)[0] == pytest.approx(1.0, rel=0.03)
+    assert rg.log_overlap((1, 4), (2, 100)) == pytest.approx(0.5)
+    assert rg.log_overlap((1, 4), (0.1, 100)) == 1.0
+    assert rg.log_overlap((1, 4), (5, 6)) == 0.0
+    assert rg.log_overlap((2, 2), (1, 3)) == 1.0
+    with pytest.raises(ValueError, match="fraction"):
+        rg.band(s, y, 0)
+    with pytest.raises(ValueError):
+        rg.log_overlap((4, 1), (1, 2))
+    with pytest.raises(ValueError, match="entries"):
+        rg.band(s, y[:-1])
