@@ -71,6 +71,7 @@ __all__ = [
     "subset_draws",
     "learning_curve",
     "kl_vs_training",
+    "control_variate_mean",
     "outside_span_fraction",
 ]
 
@@ -587,21 +588,31 @@ def learning_curve(draw, ns, sigmas, reps: int, target_mean: torch.Tensor, targe
     """Fit the Gaussian denoiser (Eq. 7) to ``reps`` training sets of each size ``n`` in ``ns`` (``draw(n,
     generator)``, e.g. :func:`gaussian_draws`, :func:`subset_draws`) and return float64 tensors:
     ``"train"``, ``"test"`` ``(len(ns), reps, len(sigmas))`` (:meth:`LinearDiffusionModel.train_loss`,
-    :meth:`~LinearDiffusionModel.denoising_loss` on the target's moments) and, with ``kl``, ``"kl"``
-    ``(len(ns), reps)``: ``KL(N(mu_hat, C_hat) || N(target))`` (``inf`` for ``n <= d``)."""
+    :meth:`~LinearDiffusionModel.denoising_loss` on the target's moments; left out when ``sigmas`` is ``None``)
+    and, with ``kl``, ``"kl"`` ``(len(ns), reps)``: ``KL(N(mu_hat, C_hat) || N(target))`` (``inf`` for ``n <= d``)."""
     from .progress import bar
     ns = [_int(n, "ns", 2) for n in ns]
     reps = _int(reps, "reps", 1)
-    sig = _sigmas(sigmas)
+    sig = None if sigmas is None else _sigmas(sigmas)
+    if sig is None and not kl:
+        raise ValueError("nothing to compute: give sigmas, or kl=True")
     m0, c0 = target_mean.to(_F64), target_cov.to(_F64)
-    out = {"train": torch.empty(len(ns), reps, len(sig), dtype=_F64), "test": torch.empty(len(ns), reps, len(sig), dtype=_F64)}
+    out = {}
+    if sig is not None:
+        out["train"] = torch.empty(len(ns), reps, len(sig), dtype=_F64)
+        out["test"] = torch.empty(len(ns), reps, len(sig), dtype=_F64)
     if kl:
         out["kl"] = torch.empty(len(ns), reps, dtype=_F64)
     for i, n in enumerate(bar(ns, desc="learning curve", disable=not progress)):
         for r in range(reps):
-            model = LinearDiffusionModel.fit_data(draw(n, generator))
-            out["train"][i, r] = model.train_loss(sig)
-            out["test"][i, r] = model.denoising_loss(m0, c0, sig)
+            y = draw(n, generator)
+            if sig is None and n <= y.shape[1]:       # KL only, and it is infinite: no fit needed
+                out["kl"][i, r] = math.inf
+                continue
+            model = LinearDiffusionModel.fit_data(y)
+            if sig is not None:
+                out["train"][i, r] = model.train_loss(sig)
+                out["test"][i, r] = model.denoising_loss(m0, c0, sig)
             if kl:
                 out["kl"][i, r] = math.inf if n <= model.d else gaussian_kl(model.mean, model.fit.cov, m0, c0)
     return out
@@ -619,6 +630,25 @@ def kl_vs_training(model: LinearDiffusionModel, target_mean: torch.Tensor, targe
         return gaussian_kl(*m.sampling_distribution(), m0, c0)
     return (torch.tensor([kl(model.with_training(c=float(c))) for c in cs], dtype=_F64),
             torch.tensor([kl(model.with_training(tau=float(t))) for t in taus], dtype=_F64))
+
+
+def control_variate_mean(values: torch.Tensor, control: torch.Tensor, control_mean) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monte Carlo mean of ``values`` with a control variate: ``mean(values) - beta (mean(control) - control_mean)``
+    with the regression coefficient ``beta = Cov(values, control) / Var(control)``, along the last axis
+    (e.g. an empirical denoiser's per-image losses with the Gaussian denoiser's losses on the same noisy images as
+    the control, whose exact mean is known). Returns ``(estimate, standard error)``, float64; the error is that of
+    the residual ``values - beta control``. With uncorrelated ``control`` it is the plain mean."""
+    v = _tensor(values, "values").to(_F64)
+    c = _tensor(control, "control").to(_F64)
+    if v.shape != c.shape or v.shape[-1] < 3:
+        raise ValueError(f"values and control must have the same shape with >= 3 samples, got {tuple(v.shape)}, {tuple(c.shape)}")
+    cm = torch.as_tensor(control_mean, dtype=_F64, device=v.device)
+    dv, dc = v - v.mean(-1, keepdim=True), c - c.mean(-1, keepdim=True)
+    var = (dc * dc).mean(-1)
+    beta = torch.where(var > 0, (dv * dc).mean(-1) / var.clamp_min(1e-300), torch.zeros_like(var))
+    est = v.mean(-1) - beta * (c.mean(-1) - cm)
+    resid = v - beta[..., None] * c
+    return est, resid.std(-1) / math.sqrt(v.shape[-1])
 
 
 def outside_span_fraction(x: torch.Tensor, data: torch.Tensor) -> torch.Tensor:

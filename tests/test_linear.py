@@ -405,6 +405,10 @@ def test_learning_curve_and_kl_vs_training_compose_the_closed_forms():
             assert torch.allclose(out["test"][i, r], model.denoising_loss(zero, cov, [0.1, 1.0]))
             want = math.inf if n <= 6 else L.gaussian_kl(model.mean, model.fit.cov, zero, cov)
             assert float(out["kl"][i, r]) == pytest.approx(want)
+    only_kl = L.learning_curve(L.gaussian_draws(lam), [4, 12], None, 2, zero, cov, generator=torch.Generator().manual_seed(4))
+    assert set(only_kl) == {"kl"} and torch.equal(only_kl["kl"], out["kl"])
+    with pytest.raises(ValueError, match="nothing"):
+        L.learning_curve(L.gaussian_draws(lam), [4], None, 1, zero, cov, generator=gen, kl=False)
     pool = torch.arange(30, dtype=F64).reshape(10, 3)
     rows = L.subset_draws(pool)(4, torch.Generator().manual_seed(0))
     assert len({tuple(r.tolist()) for r in rows}) == 4 and all(r.tolist() in pool.tolist() for r in rows)
@@ -414,3 +418,19 @@ def test_learning_curve_and_kl_vs_training_compose_the_closed_forms():
     kc, kt = L.kl_vs_training(model, zero, cov, cs=[0.0, 0.1], taus=[1.0])
     assert kc[0] == math.inf and math.isfinite(kc[1]) and math.isfinite(kt[0])
     assert float(kc[1]) == pytest.approx(L.gaussian_kl(model.mean, model.fit.cov + 0.1 * torch.eye(6, dtype=F64), zero, cov))
+
+
+def test_control_variate_mean_is_unbiased_and_sharper():
+    gen = torch.Generator().manual_seed(12)
+    reps, m = 4000, 50
+    z = torch.randn(reps, m, generator=gen, dtype=F64)
+    control = z + 1.0                                          # known mean 1
+    values = 3.0 + 2.0 * z + 0.3 * torch.randn(reps, m, generator=gen, dtype=F64)   # mean 3
+    est, se = L.control_variate_mean(values, control, 1.0)
+    assert float(est.mean()) == pytest.approx(3.0, abs=4 * float(est.std()) / math.sqrt(reps))
+    assert float(est.std()) < 0.25 * float(values.mean(1).std())      # far less noisy than the plain mean
+    assert float(se.mean()) == pytest.approx(float(est.std()), rel=0.1)  # and its standard error is honest
+    flat = torch.ones(reps, m, dtype=F64)                             # a constant control changes nothing
+    assert torch.allclose(L.control_variate_mean(values, flat, 1.0)[0], values.mean(1))
+    with pytest.raises(ValueError, match="same shape"):
+        L.control_variate_mean(values, control[:, :10], 1.0)
