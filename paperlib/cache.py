@@ -186,6 +186,12 @@ def _normalized_source(obj) -> str:
         src = inspect.getsource(obj)
     except (OSError, TypeError) as exc:
         raise TypeError(f"the source of {obj!r} is not available ({exc}); it cannot be part of a cache key") from None
+    return _normalize(src)
+
+
+@functools.lru_cache(maxsize=512)
+def _normalize(src: str) -> str:
+    """(Memoized on the text: parsing a large module takes a good part of a second.)"""
     try:
         return ast.unparse(_strip_docstrings(ast.parse(textwrap.dedent(src))))
     except SyntaxError:  # e.g. a lambda cut out of a longer line: fall back to the raw text
@@ -199,10 +205,20 @@ def _is_paperlib(name: str | None) -> bool:
 def _imported_modules(mod: types.ModuleType) -> list[types.ModuleType]:
     """paperlib modules imported anywhere in ``mod``'s source, also inside functions (lazy imports)."""
     try:
-        tree = ast.parse(inspect.getsource(mod))
-    except (OSError, TypeError, SyntaxError):
+        src = inspect.getsource(mod)
+    except (OSError, TypeError):
         return []
     package = mod.__name__.rpartition(".")[0] if not hasattr(mod, "__path__") else mod.__name__
+    return [sys.modules[n] for n in _import_names(src, package) if n in sys.modules]
+
+
+@functools.lru_cache(maxsize=512)
+def _import_names(src: str, package: str) -> tuple[str, ...]:
+    """Names of the paperlib modules imported in ``src`` (memoized on the text)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return ()
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -213,7 +229,7 @@ def _imported_modules(mod: types.ModuleType) -> list[types.ModuleType]:
                 parts = package.split(".")
                 base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
             names += [base] + [f"{base}.{a.name}" for a in node.names]
-    return [sys.modules[n] for n in names if n.startswith("paperlib.") and n in sys.modules]
+    return tuple(n for n in names if n.startswith("paperlib."))
 
 
 def module_closure(*modules: types.ModuleType) -> list[types.ModuleType]:
