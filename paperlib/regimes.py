@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import geometry
+from . import checks, geometry
 
 __all__ = ["DangerZone", "band", "danger_zone", "crossing", "log_overlap", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas"]
 
@@ -40,7 +40,7 @@ def crossing(sigmas, values, level: float) -> float:
     """The first noise level at which ``values`` (a curve on ``sigmas``) crosses ``level``, found by
     linear interpolation in ``log sigma`` between the two grid points around it; ``nan`` if it never
     does. Works for rising curves (coverage) and falling ones (posterior weight) alike."""
-    s = np.log(np.asarray(geometry._sigmas(sigmas, "sigmas"), dtype=float))
+    s = np.log(np.asarray(checks.sigmas(sigmas, "sigmas"), dtype=float))
     y = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
     if y.shape != s.shape:
         raise ValueError(f"values has {y.size} entries but sigmas has {s.size}")
@@ -91,7 +91,7 @@ class DangerZone:
     def regime(self, sigma) -> str:
         """``"small"`` (below the zone), ``"danger"``, ``"large"`` (above), by the curves at ``sigma``;
         ``"medium"`` where neither curve is high (no danger zone at these levels)."""
-        s = geometry._sigma(sigma)
+        s = checks.sigma(sigma)
         ls = np.log(self.sigmas.numpy())
         W = float(np.interp(math.log(s), ls, self.weight.cpu().numpy()))
         C = float(np.interp(math.log(s), ls, self.coverage.cpu().numpy()))
@@ -201,18 +201,18 @@ def danger_zone(train: torch.Tensor, test: torch.Tensor | None = None, sigmas=No
     (App. E.4: the zone is a narrow interval around it). ``n_noise``/``n_points``/``generator``: Monte
     Carlo settings passed to both curves.
     """
-    train = geometry._points(train, "train", min_rows=2)
-    sig = default_sigmas() if sigmas is None else geometry._sigmas(sigmas)
+    train = checks.points(train, "train", min_rows=2)
+    sig = default_sigmas() if sigmas is None else checks.sigmas(sigmas)
     sig = sig.sort().values
     for name, v in (("weight_level", weight_level), ("coverage_level", coverage_level)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
             raise ValueError(f"{name} must be in (0, 1), got {v!r}")
     W = geometry.max_posterior_weight(train, sig, n_noise, generator, n_points=n_points, progress=progress)
     if test is None:
-        C = geometry._coverage(train, train, sig, n_noise, generator, x=x, n_points=n_points, exclude_self=True,
-                               progress=progress, dtype=None)
+        C = geometry.coverage(train, None, sig, n_noise, generator, tail=x, n_points=n_points, leave_one_out=True,
+                              progress=progress)
     else:
-        C = geometry.coverage(train, test, sig, n_noise, generator, x=x, n_points=n_points, progress=progress)
+        C = geometry.coverage(train, test, sig, n_noise, generator, tail=x, n_points=n_points, progress=progress)
     W, C = W.cpu(), C.cpu()
     lo, hi, cr, cv = _zone(sig.numpy(), W.numpy(), C.numpy(), float(weight_level), float(coverage_level))
     return DangerZone(sigmas=sig, weight=W, coverage=C, weight_level=float(weight_level),
@@ -223,7 +223,7 @@ def danger_zone(train: torch.Tensor, test: torch.Tensor | None = None, sigmas=No
 
 
 def _ddpm_args(T, beta_1, beta_T):
-    T = geometry._positive_int(T, "T", 2)
+    T = checks.positive_int(T, "T", 2)
     for name, v in (("beta_1", beta_1), ("beta_T", beta_T)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
             raise ValueError(f"{name} must be in (0, 1), got {v!r}")
@@ -256,8 +256,8 @@ def ddpm_timesteps(interval, T: int = 1000, beta_1: float = 1e-4, beta_T: float 
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
         raise ValueError(f"interval must be a pair (sigma_lo, sigma_hi), got {interval!r}") from None
-    lo = geometry._sigma(lo, "interval[0]")
-    hi = geometry._sigma(hi, "interval[1]")
+    lo = checks.sigma(lo, "interval[0]")
+    hi = checks.sigma(hi, "interval[1]")
     if lo > hi:
         raise ValueError(f"interval must have sigma_lo <= sigma_hi, got ({lo}, {hi})")
     s = ddpm_sigmas(T, beta_1, beta_T)
@@ -272,7 +272,7 @@ def band(sigmas, values, fraction: float = 0.5) -> tuple[float, float] | None:
     """The noise-level interval around the maximum of a curve where it is at least ``fraction`` of
     that maximum (edges interpolated linearly in ``log sigma``): e.g. the band of Fig. 2 where a
     model's per-level memorization is at least half its peak. ``None`` if the curve is 0 everywhere."""
-    s = np.asarray(geometry._sigmas(sigmas, "sigmas"), dtype=float)
+    s = np.asarray(checks.sigmas(sigmas, "sigmas"), dtype=float)
     y = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
     if y.shape != s.shape:
         raise ValueError(f"values has {y.size} entries but sigmas has {s.size}")
@@ -302,7 +302,7 @@ def log_overlap(a, b) -> float:
     """The share of interval ``a = (lo, hi)`` (noise levels) that lies inside ``b``, measured in
     ``log sigma``: 1 when ``a`` is inside ``b``, 0 when they are disjoint. A point interval counts
     as 1 or 0 by whether it lies in ``b``."""
-    (a0, a1), (b0, b1) = (tuple(geometry._sigma(v, name) for v, name in zip(iv, ("lo", "hi")))
+    (a0, a1), (b0, b1) = (tuple(checks.sigma(v, name) for v, name in zip(iv, ("lo", "hi")))
                           for iv in (a, b))
     if a0 > a1 or b0 > b1:
         raise ValueError(f"intervals must have lo <= hi, got {a!r} and {b!r}")
