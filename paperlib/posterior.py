@@ -80,8 +80,8 @@ def log_posterior_weights(x: torch.Tensor, data: torch.Tensor, sigma, *, dtype=N
             logits = torch.addmm(bias, x[q0:q0 + bq], data.T, beta=-0.5 * inv, alpha=inv)
         else:  # shift by the row maximum first, then scale: exact limit, no overflow
             logits = torch.addmm(bias, x[q0:q0 + bq], data.T, beta=-0.5)
-            logits.sub_(logits.amax(dim=1, keepdim=True)).div_(s).div_(s)
-        torch.log_softmax(logits, dim=1, out=out[q0:q0 + bq])
+            logits = logits.sub_(logits.amax(dim=1, keepdim=True)).to(torch.float64).div_(s).div_(s)
+        out[q0:q0 + bq] = torch.log_softmax(logits, dim=1)
     return out
 
 
@@ -113,7 +113,7 @@ def _stream(x: torch.Tensor, data: torch.Tensor, yy: torch.Tensor, s: float, *, 
         for c0 in range(0, n, c):
             ch = data[c0:c0 + c]
             lg = torch.addmm(yy[c0:c0 + c].unsqueeze(0), x, ch.T, beta=-0.5)
-            lg.sub_(gmax.unsqueeze(1)).div_(s).div_(s).clamp_min_(floor).exp_()
+            lg = lg.sub_(gmax.unsqueeze(1)).to(torch.float64).div_(s).div_(s).clamp_min_(floor).exp_().to(x.dtype)
             z.add_(lg.sum(dim=1))
             if need_acc:
                 acc.addmm_(lg, ch)

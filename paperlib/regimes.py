@@ -201,7 +201,10 @@ def danger_zone(train: torch.Tensor, test: torch.Tensor | None = None, sigmas=No
     (App. E.4: the zone is a narrow interval around it). ``n_noise``/``n_points``/``generator``: Monte
     Carlo settings passed to both curves.
     """
-    train = checks.points(train, "train", min_rows=2)
+    train = checks.finite(checks.points(train, "train", min_rows=2), "train")
+    if test is not None:
+        test = checks.finite(checks.points(test, "test"), "test")
+        checks.pair(test, train, "test", "train")
     sig = default_sigmas() if sigmas is None else checks.sigmas(sigmas)
     sig = sig.sort().values
     for name, v in (("weight_level", weight_level), ("coverage_level", coverage_level)):

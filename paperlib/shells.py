@@ -271,8 +271,8 @@ def coverage_bounds(train: torch.Tensor, test: torch.Tensor, sigmas, *, tail: fl
     dev = train.device
     vals = vals.to(dev)
     cd = checks.compute_dtype(train, test)
-    center = train.mean(dim=0, dtype=torch.float64).to(cd)
-    trc = train.to(cd) - center
+    ctr = blocking.center(train, cd)
+    trc = train.to(cd) - ctr
     yy = blocking.sqnorms(trc)
     ymax = float(yy.max())
     u = blocking.unit_roundoff(cd, dev)
@@ -281,7 +281,7 @@ def coverage_bounds(train: torch.Tensor, test: torch.Tensor, sigmas, *, tail: fl
     rows = blocking.query_block(m, n, 8, blocking.BLOCK_BYTES // 8, min_chunk=n)
     bar = blocking.progress_bar(sig.numel() * m, progress, "coverage bounds")
     for q0 in range(0, m, rows):
-        xq = test[q0:q0 + rows].to(cd) - center
+        xq = test[q0:q0 + rows].to(cd) - ctr
         xx = blocking.sqnorms(xq)
         d2 = torch.addmm(yy.unsqueeze(0), xq, trc.T, alpha=-2.0).add_(xx.unsqueeze(1)).clamp_min_(0)
         blocking.refine_nearest(d2, test[q0:q0 + rows], train, blocking.sqdist_error_bound(xx, ymax, d, u))

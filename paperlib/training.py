@@ -88,13 +88,7 @@ def resolve_config(config: dict | None) -> dict:
         full["ema_halflife"] = None
     full["network"] = {**DEFAULTS["network"], **net}
     full = json.loads(json.dumps(full))  # tuples -> lists etc.
-    for k in ("steps", "batch_size"):
-        if not isinstance(full[k], int) or full[k] < 1:
-            raise ValueError(f"config[{k!r}] must be a positive integer, got {full[k]!r}")
-    if not isinstance(full["warmup_steps"], int) or full["warmup_steps"] < 0:
-        raise ValueError(f"config['warmup_steps'] must be a non-negative integer, got {full['warmup_steps']!r}")
-    if not (isinstance(full["lr"], (int, float)) and full["lr"] > 0):
-        raise ValueError(f"config['lr'] must be > 0, got {full['lr']!r}")
+    _check_numbers(full)
     if (full["ema_halflife"] is None) == (full["ema_decay"] is None):
         raise ValueError("config: give exactly one of ema_halflife and ema_decay")
     if full["ema_decay"] is not None and not 0 <= full["ema_decay"] < 1:
@@ -111,6 +105,53 @@ def resolve_config(config: dict | None) -> dict:
         raise ValueError(f"config['snapshots'] must be steps in [1, steps={full['steps']}], got {snaps!r}")
     full["snapshots"] = sorted(set(snaps))
     return full
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_numbers(full: dict) -> None:
+    """Types and ranges of the numeric settings (booleans are not integers here; everything finite)."""
+    for k in ("steps", "batch_size"):
+        if not _is_int(full[k]) or full[k] < 1:
+            raise ValueError(f"config[{k!r}] must be a positive integer, got {full[k]!r}")
+    for k in ("warmup_steps", "seed"):
+        if not _is_int(full[k]) or full[k] < 0:
+            raise ValueError(f"config[{k!r}] must be a non-negative integer, got {full[k]!r}")
+    for k in ("lr", "adam_eps", "sigma_data", "P_std"):
+        if not (_is_num(full[k]) and full[k] > 0):
+            raise ValueError(f"config[{k!r}] must be a finite number > 0, got {full[k]!r}")
+    if not _is_num(full["P_mean"]):
+        raise ValueError(f"config['P_mean'] must be a finite number, got {full['P_mean']!r}")
+    b = full["adam_betas"]
+    if not (isinstance(b, list) and len(b) == 2 and all(_is_num(v) and 0 <= v < 1 for v in b)):
+        raise ValueError(f"config['adam_betas'] must be two numbers in [0, 1), got {b!r}")
+    if full["grad_clip"] is not None and not (_is_num(full["grad_clip"]) and full["grad_clip"] > 0):
+        raise ValueError(f"config['grad_clip'] must be None or a finite number > 0 (a max gradient norm), "
+                         f"got {full['grad_clip']!r}")
+    for k in ("ema_halflife", "ema_rampup", "ema_decay"):
+        if full[k] is not None and not _is_num(full[k]):
+            raise ValueError(f"config[{k!r}] must be None or a finite number, got {full[k]!r}")
+    if full["ema_rampup"] is not None and not full["ema_rampup"] > 0:
+        raise ValueError(f"config['ema_rampup'] must be None or > 0, got {full['ema_rampup']!r}")
+    if not isinstance(full["dummy_class"], bool):
+        raise ValueError(f"config['dummy_class'] must be True or False, got {full['dummy_class']!r}")
+    if full["dummy_count"] is not None and not (_is_int(full["dummy_count"]) and full["dummy_count"] >= 1):
+        raise ValueError(f"config['dummy_count'] must be None or a positive integer, got {full['dummy_count']!r}")
+    if not isinstance(full["snapshots"], list) or not all(_is_int(v) for v in full["snapshots"]):
+        raise ValueError(f"config['snapshots'] must be a list of integer steps, got {full['snapshots']!r}")
+    for k, v in full["network"].items():
+        if isinstance(v, bool) and isinstance(DEFAULTS["network"].get(k), int):
+            raise ValueError(f"config['network'][{k!r}] must be an integer, got {v!r}")
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training produced a non-finite loss; nothing of the run is cached as finished."""
 
 
 def make_model(full: dict, data_shape) -> edm.Precond:
@@ -151,7 +192,14 @@ def _check_data(data) -> torch.Tensor:
     if not isinstance(data, torch.Tensor) or data.ndim != 4:
         raise ValueError(f"data must be a tensor of images (n, C, H, W), got "
                          f"{getattr(data, 'shape', type(data).__name__)}")
+    if not data.is_floating_point():
+        raise ValueError(f"data must be floating-point images in [-1, 1], got dtype {data.dtype} "
+                         "(for uint8 pixels 0..255 use x / 127.5 - 1)")
     edm._check_finite("data", data)
+    lo, hi = float(data.amin()), float(data.amax())
+    if lo < -1.01 or hi > 1.01:
+        raise ValueError(f"data must be images scaled to [-1, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                         + (" (pixels 0..255? use x / 127.5 - 1)" if hi > 2 and lo >= 0 else ""))
     return data.float()
 
 
@@ -207,7 +255,12 @@ def _train_steps(model, ema, opt, full, images, labels, gen, order, start: int):
                 p_ema.lerp_(p, 1 - beta)
             for b_ema, b in zip(ema.buffers(), model.buffers()):
                 b_ema.copy_(b)
-        yield step, float(loss.detach())
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training diverged at step {step}: the loss is {value} (lr={full['lr']}, "
+                                   f"grad_clip={full['grad_clip']}); lower config['lr'] or set config['grad_clip']. "
+                                   "Nothing of this run was cached as finished.")
+        yield step, value
 
 
 def _ckpt_steps(folder: Path) -> list[int]:

@@ -1,0 +1,174 @@
+"""Issue 12: hostile and extreme input. Each test failed before its fix (see the comment on each) and
+checks a clear error (naming the argument) or a right number."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from paperlib import cache, edm, geometry, memorization, regimes, shells, training
+
+F64 = torch.float64
+TINY = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [4], "dropout": 0.0}
+CFG = {"steps": 30, "batch_size": 6, "warmup_steps": 0, "ema_halflife": 4, "network": TINY, "seed": 3}
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ duplicates and ties (float32)
+def duplicated(dtype, n=100, n_dup=10, d=64):
+    x = torch.rand(n - n_dup, d, generator=gen(1), dtype=F64) * 2 - 1
+    return torch.cat([x, x[:n_dup]]).to(dtype)
+
+
+def test_duplicated_points_share_their_weight_in_float32_as_in_float64():
+    # before: float32 gave W = 0.936 (a duplicated point weighted ~0.65 instead of 0.5)
+    sig = [0.002, 0.01]
+    w32 = geometry.max_posterior_weight(duplicated(torch.float32), sig, 4, gen(2), progress=False)
+    w64 = geometry.max_posterior_weight(duplicated(F64), sig, 4, gen(2), progress=False)
+    expected = (80 * 1.0 + 20 * 0.5) / 100
+    torch.testing.assert_close(w64, torch.full((2,), expected, dtype=F64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(w32, w64, atol=1e-6, rtol=0)
+    s32 = geometry.self_posterior_weight(duplicated(torch.float32), sig, 4, gen(2), progress=False)
+    torch.testing.assert_close(s32, torch.full((2,), expected, dtype=F64), atol=1e-6, rtol=0)
+
+
+def test_coverage_bounds_with_copies_of_training_points_keep_upper_above_lower():
+    # before: float32 gave upper < lower for test points that are copies of training points
+    train = torch.rand(200, 3072, generator=gen(3)) * 2 - 1
+    test = torch.cat([train[:20], torch.rand(10, 3072, generator=gen(4)) * 2 - 1])
+    sig = torch.tensor([0.002, 0.01, 0.1, 1.0, 10.0], dtype=F64)
+    lo, hi = geometry.coverage_bounds(train, test, sig, progress=False)
+    assert bool((hi >= lo - 1e-10).all()), (lo, hi)
+    lo64, hi64 = geometry.coverage_bounds(train.double(), test.double(), sig, progress=False)
+    torch.testing.assert_close(lo, lo64, atol=1e-9, rtol=0)
+    torch.testing.assert_close(hi, hi64, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------ outliers (float32)
+def with_outliers(dtype, scale=1000.0):
+    x = torch.rand(300, 3072, generator=gen(5), dtype=F64) * 2 - 1
+    x[:3] *= scale
+    return x.to(dtype)
+
+
+def test_self_coverage_with_outliers_in_float32_matches_float64():
+    # before: 3 images at 1000x among 300 dropped float32 self-coverage at sigma 0.002 to ~0.54
+    sig = [0.002, 0.02]
+    c32 = geometry.coverage(with_outliers(torch.float32), with_outliers(torch.float32), sig, 4, gen(6), progress=False)
+    c64 = geometry.coverage(with_outliers(F64), with_outliers(F64), sig, 4, gen(6), progress=False)
+    assert c64.min() > 0.95
+    torch.testing.assert_close(c32, c64, atol=0.02, rtol=0)
+
+
+def test_danger_zone_with_outliers_does_not_start_at_the_smallest_sigma():
+    # before: at large outlier scales the float32 zone started at the smallest sigma
+    x32 = with_outliers(torch.float32, 1e4)[:120]
+    sig = regimes.default_sigmas(16)
+    z32 = regimes.danger_zone(x32, None, sig, n_noise=2, generator=gen(7), progress=False)
+    z64 = regimes.danger_zone(x32.double(), None, sig, n_noise=2, generator=gen(7), progress=False)
+    # (float32 and float64 draw different noise, so the curves agree up to Monte Carlo error)
+    torch.testing.assert_close(z32.weight[:6], z64.weight[:6], atol=1e-3, rtol=0)
+    torch.testing.assert_close(z32.coverage[:6], z64.coverage[:6], atol=0.05, rtol=0)
+    assert not z64.empty and not z32.empty and z32.lower > float(sig[0])
+    assert abs(math.log(z32.lower / z64.lower)) < 0.3 and abs(math.log(z32.upper / z64.upper)) < 0.3
+
+
+# ------------------------------------------------------------------ extreme sigma, far points
+def test_tiny_sigma_gives_the_exact_limit_not_an_overflow():
+    # before: sigma = 1e-30 raised RuntimeError (value cannot be converted to float without overflow)
+    data = torch.rand(20, 8, generator=gen(8)) * 2 - 1
+    x = data[:3] + 1e-3 * torch.randn(3, 8, generator=gen(9))
+    nearest = geometry.nearest_neighbors(x, data, 1)[1][:, 0]
+    for s in (1e-30, 1e-100):
+        w = geometry.posterior_weights(x, data, s)
+        assert torch.isfinite(w).all()
+        torch.testing.assert_close(w, torch.nn.functional.one_hot(nearest, 20).float())
+        torch.testing.assert_close(geometry.empirical_denoiser(x, data, s), data[nearest])
+        torch.testing.assert_close(geometry.max_weight_at(x, data, s), torch.ones(3))
+    W = geometry.max_posterior_weight(data, [1e-30, 1e-100], 2, gen(1), progress=False)
+    torch.testing.assert_close(W, torch.ones(2, dtype=F64))
+    C = geometry.coverage(data, data, [1e-30], 2, gen(1), progress=False)
+    C64 = geometry.coverage(data.double(), data.double(), [1e-30], 2, gen(1), progress=False)
+    torch.testing.assert_close(C, C64)
+    with pytest.raises(ValueError, match="sigma"):
+        geometry.posterior_weights(x, data, 1e-200)
+
+
+def test_shell_hit_probability_of_far_points_is_zero_not_nan():
+    # before: NaN for r / sigma around 5e10 and beyond (scipy's ncx2)
+    r = torch.tensor([1e8, 1e12, 1e30, 1e200], dtype=F64)
+    for d in (2, 3072):
+        p = geometry.shell_hit_probability(r, 0.002, d)
+        assert torch.equal(p, torch.zeros(4, dtype=F64))
+    assert geometry.shell_hit_probability(0.0, 1.0, 3072).item() > 0.98
+
+
+# ------------------------------------------------------------------ messages name the right argument
+def test_messages_name_the_right_argument():
+    train = torch.randn(10, 4, dtype=F64)
+    test = torch.randn(3, 4, dtype=F64)
+    bad = torch.full((3, 4), float("nan"), dtype=F64)
+    cases = [
+        (lambda: geometry.coverage_bounds(train, bad, [1.0], progress=False), "test"),
+        (lambda: geometry.coverage_bounds(bad.repeat(4, 1), test, [1.0], progress=False), "train"),
+        (lambda: geometry.coverage_bounds(train, test[:, :3], [1.0], progress=False), "test"),
+        (lambda: regimes.danger_zone(torch.full((10, 4), float("nan")), None, [1.0], progress=False), "train"),
+        (lambda: regimes.danger_zone(train, bad, [1.0], progress=False), "test"),
+        (lambda: geometry.concentration_thresholds(train, "12"), "index"),
+        (lambda: geometry.concentration_thresholds(train, 1.5), "index"),
+        (lambda: memorization.one_third_rule(test, train, ratio=True), "ratio"),
+        (lambda: geometry.max_posterior_weight(train, [1.0], True, progress=False), "n_noise"),
+        (lambda: geometry.coverage(train, test, "0.1", progress=False), "sigmas"),
+        (lambda: geometry.coverage(train, test, [1.0], generator=5, progress=False), "generator"),
+        (lambda: geometry.shell_radii(100, tail=float("nan")), "tail"),
+        (lambda: geometry.shell_hit_probability("1", 1.0, 4), "r"),
+    ]
+    for fn, word in cases:
+        with pytest.raises(ValueError, match=word):
+            fn()
+
+
+# ------------------------------------------------------------------ training
+def tiny_data():
+    return torch.rand(10, 1, 8, 8, generator=gen(0)) * 2 - 1
+
+
+def test_diverging_training_stops_with_a_clear_error_and_is_never_cached(tmp_path, monkeypatch, one_thread):
+    # before: lr = 1e6 ended normally, cached the NaN model as finished and served it on rerun
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))
+    cfg = dict(CFG, lr=1e6)
+    for _ in range(2):  # the second call trains again (nothing was cached) and fails again
+        with pytest.raises(training.TrainingDiverged, match="diverged at step"):
+            training.train(cfg, tiny_data(), name="nan", progress=False, device="cpu", checkpoint_every=5)
+        folder = cache.entry_dir("nan", training.cache_config(cfg, tiny_data()))
+        assert not (folder / "final.pt").exists()
+
+
+@pytest.mark.parametrize("key,value", [
+    ("grad_clip", -1.0), ("grad_clip", float("nan")), ("steps", True), ("batch_size", 2.0), ("seed", False),
+    ("lr", float("inf")), ("warmup_steps", True), ("adam_betas", [0.9, 1.5]), ("adam_eps", 0), ("sigma_data", -0.5),
+    ("P_std", 0), ("dummy_class", 1), ("dummy_count", True), ("snapshots", [True]), ("ema_rampup", -1),
+    ("network", {"model_channels": True}),
+])
+def test_training_config_is_validated(key, value):
+    # before: booleans passed as integers and a negative grad_clip flipped the gradient
+    with pytest.raises(ValueError, match=key):
+        training.resolve_config({key: value})
+
+
+@pytest.mark.parametrize("make,word", [
+    (lambda: (tiny_data() * 127.5 + 127.5).to(torch.uint8), "uint8"),
+    (lambda: tiny_data() * 127.5 + 127.5, "127.5"),
+    (lambda: tiny_data() * 3, r"\[-1, 1\]"),
+])
+def test_training_data_must_be_images_in_minus_one_one(make, word):
+    # before: uint8 images 0..255 were trained on as they were
+    with pytest.raises(ValueError, match=word):
+        training.cache_config(CFG, make())
