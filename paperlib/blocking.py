@@ -9,8 +9,8 @@ points) shared by :mod:`~paperlib.posterior` and :mod:`~paperlib.shells`.
 **Near entries are exact.** A squared distance ``||x||^2 + ||y||^2 - 2 x.y`` computed in float32
 carries an absolute error of about ``2^-24 (||x||^2 + ||y||^2)``. At small ``sigma`` what matters are
 the few smallest distances of each row (the nearest points, the point itself, its exact copies), so
-:func:`refine_nearest` recomputes the ``K`` smallest entries of each row by direct float64
-differences from the original inputs -- an exact copy of the query gets exactly 0, the same as the
+:func:`refine_nearest` recomputes the ``K`` smallest entries of each row by direct
+differences of the original inputs -- an exact copy of the query gets exactly 0, the same as the
 query itself -- and rows where the remaining entries are not provably farther are recomputed whole.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = ["BLOCK_BYTES", "NEAR", "sqnorms", "data_chunk", "query_block", "unit_
 BLOCK_BYTES = 32 * 2**20
 
 #: Entries per row recomputed exactly by :func:`refine_nearest`.
-NEAR = 16
+NEAR = 4
 
 
 def sqnorms(t: torch.Tensor) -> torch.Tensor:
@@ -150,19 +150,21 @@ def refine_nearest(D: torch.Tensor, x: torch.Tensor, data: torch.Tensor, err: to
                    k: int = NEAR, noise: torch.Tensor | None = None, R: torch.Tensor | None = None) -> None:
     """In place: replace the ``k`` smallest entries of each row of the squared distances ``D`` ``(b, n)``
     (computed from ``x`` ``(b, d)`` and ``data`` ``(n, d)`` with absolute error ``<= err`` per row) by
-    exact float64 values from direct differences; rows where an entry left out could be within
+    values from direct differences (in ``D``'s dtype: exactly 0 for a copy, relative error only); rows where an entry left out could be within
     ``2 err`` of the row minimum are recomputed whole. Given ``noise`` ``(b, r, d)`` and ``R`` ``(b, r, n)``,
-    the same entries of ``R = noise . (y - x)`` are recomputed in float64 too."""
+    the same entries of ``R = noise . (y - x)`` are recomputed from the differences too."""
     b, n = D.shape
     k = min(k, n)
     v, idx = torch.topk(D, k, dim=1, largest=False)
     rows = max(1, (8 * 2**20) // max(1, 8 * k * x.shape[1]))
+    cd = D.dtype
     for r0 in range(0, b, rows):
         ii = idx[r0:r0 + rows]
-        diff = data[ii].to(torch.float64).sub_(x[r0:r0 + rows].to(torch.float64).unsqueeze(1))  # (r, k, d)
-        D[r0:r0 + rows].scatter_(1, ii, torch.linalg.vector_norm(diff, dim=2).square_().to(D.dtype))
+        # direct differences: exact 0 for a copy; relative (not absolute) rounding error otherwise
+        diff = data[ii].to(cd).sub_(x[r0:r0 + rows].to(cd).unsqueeze(1))  # (r, k, d)
+        D[r0:r0 + rows].scatter_(1, ii, torch.linalg.vector_norm(diff, dim=2).square_())
         if R is not None:
-            ex = torch.einsum("prd,pkd->prk", noise[r0:r0 + rows].to(torch.float64), diff).to(R.dtype)
+            ex = torch.bmm(noise[r0:r0 + rows].to(cd), diff.transpose(1, 2))  # (r, n_noise, k)
             R[r0:r0 + rows].scatter_(2, ii.unsqueeze(1).expand(-1, R.shape[1], -1), ex)
     if k < n:
         dmin = D.gather(1, idx).amin(dim=1).to(torch.float64)

@@ -15,7 +15,8 @@ copy of CIFAR-10 is found. Files live in :func:`paperlib.config.data_dir` (``PAP
 Every file is checked against its sha256 (once per process). When nothing usable is found,
 :class:`DatasetNotFound` says what to put where; the official files are downloaded only when
 ``PAPERLIB_ALLOW_DOWNLOAD=1`` or on Colab. Decoded images are cached as ``.npy`` under
-``cache_dir()/datasets/`` (keyed by the sources' sha256) and kept in memory.
+``cache_dir()/datasets/`` (keyed by the sources' sha256, each file checked against the sha256 it
+carries) and kept in memory.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import pickle
 import sys
 import tarfile
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -311,25 +313,47 @@ def _stamp(files: dict[str, Path]) -> tuple[tuple[str, ...], tuple[tuple[str, in
 # Decoding (uint8 arrays, (N, C, H, W)), cached on disk and in memory
 
 
+def _save_checked(path: Path, a: np.ndarray) -> None:
+    """``a`` as ``.npy`` bytes followed by their sha256 (64 hex characters), written atomically."""
+    buf = io.BytesIO()
+    np.save(buf, a)
+    raw = buf.getvalue()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(raw + hashlib.sha256(raw).hexdigest().encode())
+    os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+
+
+def _load_checked(path: Path) -> np.ndarray | None:
+    """The array written by :func:`_save_checked`; ``None`` (with a warning) when it fails its checksum."""
+    raw = path.read_bytes()
+    body, digest = raw[:-64], raw[-64:]
+    if len(raw) < 64 or hashlib.sha256(body).hexdigest().encode() != digest:
+        warnings.warn(f"decoded-dataset cache {path} failed its checksum; decoding again", stacklevel=3)
+        return None
+    try:
+        return np.load(io.BytesIO(body))
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 @functools.lru_cache(maxsize=6)
 def _images(name: str, split: str, copy: str, rels: tuple, stats: tuple) -> np.ndarray:
-    """Decoded uint8 images (read-only), from the ``.npy`` cache when it holds them."""
+    """Decoded uint8 images (read-only), from the ``.npy`` cache when it holds them.
+
+    The cache file carries the sha256 of its array bytes (:func:`_save_checked`): an edited or
+    truncated file fails the check and the images are decoded again."""
     digests = [_verify(rel, *st) for rel, st in zip(rels, stats)]
     key = hashlib.sha256(" ".join([_DECODER_VERSION, *digests]).encode()).hexdigest()[:16]
     path = _config.cache_dir() / "datasets" / f"{name}-{split}-{copy}-{key}.npy"
-    a = None
-    if path.is_file():
-        try:
-            a = np.load(path)
-        except (OSError, ValueError, EOFError):
-            a = None  # unreadable cache file: decode again and overwrite it
+    a = _load_checked(path) if path.is_file() else None
     if a is None or a.dtype != np.uint8 or a.ndim != 4:
+        from . import progress as _progress
+
+        _progress.note(f"decoding {name} {split} ({copy} copy) once; the result is cached in {path.parent}")
         a = np.ascontiguousarray(_decode(name, split, copy, [Path(st[0]) for st in stats]))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, a)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        _save_checked(path, a)
     a.flags.writeable = False
     return a
 
@@ -376,8 +400,11 @@ def _decode(name: str, split: str, copy: str, paths: list[Path]) -> np.ndarray:
 
 def _cifar_batches(path: Path, split: str) -> list[dict]:
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    from . import progress as _progress
+
     with tarfile.open(path) as tar:
-        return [pickle.load(tar.extractfile(f"cifar-10-batches-py/{b}"), encoding="bytes") for b in names]
+        return [pickle.load(tar.extractfile(f"cifar-10-batches-py/{b}"), encoding="bytes")
+                for b in _progress.bar(names, desc=f"reading CIFAR-10 {split} batches", disable=len(names) < 2)]
 
 
 def _decode_jpeg_tar(path: Path, files: np.ndarray) -> np.ndarray:
@@ -386,8 +413,10 @@ def _decode_jpeg_tar(path: Path, files: np.ndarray) -> np.ndarray:
     prefix = str(files[0]).split("/")[0] + "/"
     with tarfile.open(path) as tar:
         blobs = {m.name: tar.extractfile(m).read() for m in tar if m.isfile() and m.name.startswith(prefix)}
+    from . import progress as _progress
+
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-    for i, f in enumerate(files):
+    for i, f in enumerate(_progress.bar(files, desc=f"decoding {len(files):,} JPEG images")):
         out[i] = np.asarray(Image.open(io.BytesIO(blobs[str(f)])).convert("RGB"))
     return out.transpose(0, 3, 1, 2)
 
@@ -449,36 +478,89 @@ def resize(x: torch.Tensor, res: int) -> torch.Tensor:
     return y.to(x.dtype)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+#: PIL modes decoded by :func:`load_folder` (16-bit and 32-bit integer images are scaled by 65535).
+_MODES_8BIT = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LA", "La", "PA")
+_MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _decode_image(im, grayscale: bool, size: int | None) -> np.ndarray:
+    """One PIL image as float32 ``(H, W)`` (grayscale) or ``(H, W, 3)`` on the 8-bit scale [0, 255];
+    ValueError naming the mode."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode in _MODES_16BIT:
+        a = np.asarray(im, dtype=np.float64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"mode {mode!r} image with values outside 0..65535 (not a 16-bit image)")
+        g = Image.fromarray((a / 65535.0).astype(np.float32), mode="F")
+        if size is not None:
+            g = g.resize((size, size), Image.LANCZOS)
+        out = np.clip(np.asarray(g, dtype=np.float32), 0.0, 1.0) * np.float32(255.0)
+        return out if grayscale else np.repeat(out[:, :, None], 3, axis=2)
+    if mode not in _MODES_8BIT:
+        raise ValueError(f"images of PIL mode {mode!r} are not supported (supported: 8-bit {_MODES_8BIT}, "
+                         f"16-bit {_MODES_16BIT})")
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    im = im.convert("L" if grayscale else "RGB")  # alpha is dropped (the colour under it is kept)
+    if size is not None:
+        im = im.resize((size, size), Image.LANCZOS)
+    return np.asarray(im, dtype=np.uint8).astype(np.float32)
 
 
 def load_folder(folder, size: int | None = None, grayscale: bool = False) -> torch.Tensor:
     """All images under ``folder`` (recursively, sorted by path) as ``(n, C, size, size)`` in [-1, 1].
 
     For running the companion on your own data (e.g. ``python -m paperlib danger-zone FOLDER``).
-    Images are converted to RGB (or grayscale) and, with ``size``, resized (Lanczos) to a square;
-    without ``size`` they must all have the same shape.
+    Files with an image suffix (``.png .jpg .jpeg .bmp .gif .webp .tif .tiff``) are decoded with PIL:
+    8-bit modes (grayscale, palette, RGB, alpha -- dropped --, CMYK, YCbCr) are converted to RGB (or
+    grayscale), 16-bit grayscale images are scaled by 65535 (not clipped), other modes (e.g. 32-bit
+    float) raise a ValueError naming the mode and the file. Hidden files (macOS ``._x.png``) and files
+    that are not images are skipped with one warning that counts them. With ``size`` the images are
+    resized (Lanczos) to a square; without it they must all have the same shape.
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise ValueError(f"folder {str(root)!r} is not a directory")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
         raise ValueError(f"size must be a positive integer, got {size!r}")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if len(paths) < 2:
-        raise ValueError(f"folder {str(root)!r} holds {len(paths)} images (.png/.jpg/...); need at least 2")
-    from PIL import Image
+    if not isinstance(grayscale, (bool, np.bool_)):
+        raise ValueError(f"grayscale must be True or False, got {grayscale!r}")
+    candidates = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    hidden = [p for p in candidates if p.name.startswith(".")]
+    paths = [p for p in candidates if not p.name.startswith(".")]
+    from PIL import Image, UnidentifiedImageError
 
-    arrays = []
+    arrays, broken = [], []
     for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("L" if grayscale else "RGB")
-            if size is not None:
-                im = im.resize((size, size), Image.LANCZOS)
-            arrays.append(np.asarray(im, dtype=np.uint8))
+        try:
+            with Image.open(p) as im:
+                im.load()
+                arr = _decode_image(im, bool(grayscale), size)
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:  # not an image, or a damaged one
+            broken.append(f"{p.name} ({type(exc).__name__})")
+            continue
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from None
+        arrays.append(arr)
+    if hidden or broken:
+        what = []
+        if hidden:
+            what.append(f"{len(hidden)} hidden file(s) such as {hidden[0].name!r}")
+        if broken:
+            what.append(f"{len(broken)} file(s) that are not readable images: {', '.join(broken[:3])}"
+                        + (" ..." if len(broken) > 3 else ""))
+        warnings.warn(f"load_folder({str(root)!r}) skipped {len(hidden) + len(broken)} file(s): "
+                      + "; ".join(what), stacklevel=2)
+    if len(arrays) < 2:
+        raise ValueError(f"folder {str(root)!r} holds {len(arrays)} readable images "
+                         f"({'/'.join(IMAGE_SUFFIXES)}); need at least 2")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"folder images have different shapes {sorted(shapes)[:3]}...; pass size=")
-    x = torch.from_numpy(np.stack(arrays)).float()
+    x = torch.from_numpy(np.stack(arrays))
     x = x[:, None] if grayscale else x.permute(0, 3, 1, 2)
-    return x / 127.5 - 1
+    return (x / 127.5 - 1).contiguous()

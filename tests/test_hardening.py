@@ -172,3 +172,88 @@ def test_training_data_must_be_images_in_minus_one_one(make, word):
     # before: uint8 images 0..255 were trained on as they were
     with pytest.raises(ValueError, match=word):
         training.cache_config(CFG, make())
+
+
+# ------------------------------------------------------------------ load_folder: modes, non-images, .tif
+def _save(path, array, mode=None, **kw):
+    from PIL import Image
+    im = Image.fromarray(array, mode=mode) if mode else Image.fromarray(array)
+    im.save(path, **kw)
+
+
+def test_load_folder_decodes_16bit_palette_alpha_cmyk_and_la(tmp_path):
+    # before: 16-bit PNGs came back all white (values clipped at 255)
+    from PIL import Image
+    from paperlib import data
+    rng = np.random.default_rng(0)
+    g16 = rng.integers(0, 65536, (8, 8), dtype=np.uint16)
+    Image.fromarray(g16).save(tmp_path / "a16.png")  # mode I;16
+    rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "b_rgb.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "c_palette.png")
+    rgba = np.concatenate([rgb, np.full((8, 8, 1), 128, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "d_rgba.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "e_cmyk.tif")
+    la = np.stack([rgb[:, :, 0], np.full((8, 8), 200, np.uint8)], axis=2)
+    Image.fromarray(la, "LA").save(tmp_path / "f_la.png")
+    x = data.load_folder(tmp_path, grayscale=True)
+    assert x.shape == (6, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    torch.testing.assert_close(x[0, 0], torch.from_numpy(g16.astype(np.float64) / 65535 * 2 - 1).float(), atol=1e-5, rtol=0)
+    assert float(x[0].std()) > 0.3  # not all white
+    torch.testing.assert_close(x[5, 0], torch.from_numpy(rgb[:, :, 0].astype(np.float32) / 127.5 - 1))
+    c = data.load_folder(tmp_path)
+    assert c.shape == (6, 3, 8, 8)
+    ref = torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1
+    torch.testing.assert_close(c[1], ref)  # RGB exact
+    torch.testing.assert_close(c[3], ref)  # RGBA: alpha dropped, colours kept
+    pal = torch.from_numpy(np.asarray(Image.open(tmp_path / "c_palette.png").convert("RGB"))).permute(2, 0, 1)
+    torch.testing.assert_close(c[2], pal.float() / 127.5 - 1)  # palette: its colours
+    assert (c[4] - ref).abs().mean() < 0.1  # CMYK .tif, now read (was skipped)
+    torch.testing.assert_close(c[0, 0], c[0, 1])
+
+
+def test_load_folder_skips_hidden_and_non_images_with_a_count_and_refuses_float_images(tmp_path):
+    # before: a macOS ._x.png or a non-image named .png aborted with a PIL traceback
+    from PIL import Image
+    from paperlib import data
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    for i in range(3):
+        Image.fromarray(rgb).save(tmp_path / f"img{i}.png")
+    (tmp_path / "._img0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.warns(UserWarning, match="skipped 2 file"):
+        x = data.load_folder(tmp_path)
+    assert x.shape == (3, 3, 8, 8)
+    Image.fromarray(np.zeros((8, 8), np.float32), mode="F").save(tmp_path / "zz.tif")
+    with pytest.raises(ValueError, match="mode 'F'"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data.load_folder(tmp_path)
+
+
+def test_decoded_dataset_cache_is_checksummed(tmp_path, monkeypatch):
+    # before: edited bytes in datasets/*.npy changed the data silently
+    from paperlib import data
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_decode(name, split, copy, paths):
+        calls.append(1)
+        return np.arange(2 * 1 * 4 * 4, dtype=np.uint8).reshape(2, 1, 4, 4)
+
+    monkeypatch.setattr(data, "_decode", fake_decode)
+    monkeypatch.setattr(data, "_verify", lambda rel, *st: "0" * 64)
+    args = ("toy", "train", "official", ("r",), (("p", 1, 1),))
+    data._images.cache_clear()
+    a = data._images(*args).copy()
+    (f,) = (tmp_path / "datasets").iterdir()
+    raw = bytearray(f.read_bytes())
+    raw[-70] ^= 0x01  # one pixel byte of the array (before the 64-byte checksum)
+    f.write_bytes(bytes(raw))
+    data._images.cache_clear()
+    with pytest.warns(UserWarning, match="checksum"):
+        b = data._images(*args)
+    assert np.array_equal(a, b) and len(calls) == 2  # decoded again, not the edited bytes
+    data._images.cache_clear()
+    assert np.array_equal(data._images(*args), a) and len(calls) == 2  # the rewritten file is trusted
+    data._images.cache_clear()
