@@ -11,10 +11,10 @@ def karras_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 
 
     ``sigma_i = (sigma_max^(1/rho) + i/(steps-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``.
     """
-    if not isinstance(steps, int) or steps < 2:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
     for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite positive number, got {v!r}")
     if sigma_min >= sigma_max:
         raise ValueError(f"sigma_min ({sigma_min}) must be smaller than sigma_max ({sigma_max})")
@@ -60,28 +60,68 @@ def _per_sample(sigma: torch.Tensor, x: torch.Tensor, name: str = "sigma") -> to
 # ----------------------------------------------------------------------------------------------
 # Preconditioning (EDM Table 1; notes "Notation"): D(x; s) = c_skip x + c_out F(c_in x; c_noise).
 
+def _formula_args(sigma, sigma_data=0.5):
+    """``(sigma, sigma_data)`` checked for the formula helpers: ``sigma`` a number or a tensor (kept as
+    given) with finite entries > 0, ``sigma_data`` a finite number > 0; ValueError naming the argument."""
+    if isinstance(sigma, torch.Tensor):
+        if not (sigma.is_floating_point() or sigma.dtype in (torch.int32, torch.int64)) or sigma.dtype == torch.bool:
+            raise ValueError(f"sigma must hold real numbers, got dtype {sigma.dtype}")
+        if sigma.numel() and not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
+            raise ValueError(f"sigma must be finite and > 0, got {sigma.flatten()[:8].tolist()}")
+    else:
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+            raise ValueError(f"sigma must be a number or a tensor, got {sigma!r} ({type(sigma).__name__})")
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or \
+            not (math.isfinite(sigma_data) and sigma_data > 0):
+        raise ValueError(f"sigma_data must be a finite number > 0, got {sigma_data!r}")
+    return sigma, sigma_data
+
+
 def c_skip(sigma, sigma_data: float = 0.5):
     """``sigma_data^2 / (sigma^2 + sigma_data^2)``: the share of the noisy input kept as is."""
-    return sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
+    return _c_skip(*_formula_args(sigma, sigma_data))
 
 
 def c_out(sigma, sigma_data: float = 0.5):
     """``sigma sigma_data / sqrt(sigma^2 + sigma_data^2)``: the scale of the network's output."""
-    return sigma * sigma_data / (sigma ** 2 + sigma_data ** 2) ** 0.5
+    return _c_out(*_formula_args(sigma, sigma_data))
 
 
 def c_in(sigma, sigma_data: float = 0.5):
     """``1 / sqrt(sigma^2 + sigma_data^2)``: gives the network an input of unit variance."""
-    return 1 / (sigma ** 2 + sigma_data ** 2) ** 0.5
+    return _c_in(*_formula_args(sigma, sigma_data))
 
 
 def c_noise(sigma):
     """``ln(sigma) / 4``: the noise level as the network sees it."""
-    return torch.log(torch.as_tensor(sigma)) / 4
+    return _c_noise(_formula_args(sigma)[0])
 
 
 def loss_weight(sigma, sigma_data: float = 0.5):
     """``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2`` (Eq. 1), ``= 1 / c_out^2``."""
+    return _loss_weight(*_formula_args(sigma, sigma_data))
+
+
+# unchecked forms, for callers that have checked sigma already (no extra device sync per call)
+def _c_skip(sigma, sigma_data):
+    return sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
+
+
+def _c_out(sigma, sigma_data):
+    return sigma * sigma_data / (sigma ** 2 + sigma_data ** 2) ** 0.5
+
+
+def _c_in(sigma, sigma_data):
+    return 1 / (sigma ** 2 + sigma_data ** 2) ** 0.5
+
+
+def _c_noise(sigma):
+    return torch.log(torch.as_tensor(sigma)) / 4
+
+
+def _loss_weight(sigma, sigma_data):
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
 
@@ -131,10 +171,10 @@ class Precond(torch.nn.Module):
         sigma = _per_sample(_as_sigma(sigma, device=x.device, dtype=x.dtype), x)
         sd = self.sigma_data
         net_dtype = next(self.net.parameters()).dtype
-        x_in = (c_in(sigma, sd) * x).to(net_dtype)
-        noise_in = c_noise(sigma).expand(x.shape[0], *sigma.shape[1:]).reshape(x.shape[0]).to(net_dtype)
+        x_in = (_c_in(sigma, sd) * x).to(net_dtype)
+        noise_in = _c_noise(sigma).expand(x.shape[0], *sigma.shape[1:]).reshape(x.shape[0]).to(net_dtype)
         f = self.net(x_in, noise_in, class_labels=self._labels(class_labels, x.shape[0], x.device))
-        return c_skip(sigma, sd) * x + c_out(sigma, sd) * f.to(x.dtype)
+        return _c_skip(sigma, sd) * x + _c_out(sigma, sd) * f.to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,12 +201,19 @@ def edm_loss(denoiser, x0: torch.Tensor, sigma, sigma_data: float = 0.5, *, nois
         raise ValueError(f"noise has shape {tuple(noise.shape)}, x0 has {tuple(x0.shape)}")
     kwargs = {} if class_labels is None else {"class_labels": class_labels}
     denoised = denoiser(x0 + sigma * noise, sigma.reshape(-1), **kwargs)
-    per_sample = (loss_weight(sigma, sigma_data) * (denoised - x0) ** 2).flatten(1).mean(1)
+    _formula_args(1.0, sigma_data)
+    per_sample = (_loss_weight(sigma, sigma_data) * (denoised - x0) ** 2).flatten(1).mean(1)
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
 def lognormal_mass(lo: float, hi: float, P_mean: float = -1.2, P_std: float = 1.2) -> float:
     """Probability that ``sigma`` with ``ln sigma ~ N(P_mean, P_std^2)`` lies in ``[lo, hi]``."""
+    lo, hi = _check_gap((lo, hi))
+    for name, v in (("P_mean", P_mean), ("P_std", P_std)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if not P_std > 0:
+        raise ValueError(f"P_std must be > 0, got {P_std!r}")
     a = (math.log(lo) - P_mean) / (P_std * math.sqrt(2))
     b = (math.log(hi) - P_mean) / (P_std * math.sqrt(2))
     return 0.5 * (math.erf(b) - math.erf(a))
@@ -194,9 +241,9 @@ def sample_training_sigmas(n: int, P_mean: float = -1.2, P_std: float = 1.2, gap
     ``max_gap_mass`` of the probability. Random numbers come from ``generator`` (on its device)
     and the result is moved to ``device`` (default: the generator's device).
     """
-    if not isinstance(n, int) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if not (math.isfinite(P_mean) and math.isfinite(P_std) and P_std > 0):
+    if isinstance(P_mean, bool) or isinstance(P_std, bool) or not (math.isfinite(P_mean) and math.isfinite(P_std) and P_std > 0):
         raise ValueError(f"P_mean must be finite and P_std finite and > 0, got {P_mean!r}, {P_std!r}")
     gen_device = generator.device if generator is not None else (torch.device(device) if device is not None else None)
     out_device = device if device is not None else gen_device

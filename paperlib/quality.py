@@ -28,11 +28,35 @@ import torch.nn.functional as F
 __all__ = ["frechet_distance", "gaussian_fit", "patches", "PatchFD", "patch_fd", "inception_fid"]
 
 
+def _images(x, name: str, min_count: int = 1) -> torch.Tensor:
+    """``x`` checked as floating-point images ``(m, C, H, W)`` with finite values (ValueError naming ``name``)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of images (m, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[0] < min_count:
+        raise ValueError(f"{name} must be (m >= {min_count}, C, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating-point images in [-1, 1], got {x.dtype} "
+                         "(for uint8 pixels use x / 127.5 - 1)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
 def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and (unbiased) covariance of the rows of ``features`` ``(m, d)``, float64."""
-    f = torch.as_tensor(features).double()
+    f = torch.as_tensor(features)
+    if f.dtype == torch.bool or f.is_complex():
+        raise ValueError(f"features must be real numbers, got {f.dtype}")
+    f = f.double()
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must be (m, d) with m >= 2, got {tuple(f.shape)}")
+    _finite(f, "features")
     mu = f.mean(0)
     c = f - mu
     return mu, c.T @ c / (f.shape[0] - 1)
@@ -53,6 +77,8 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     cov1, cov2 = torch.as_tensor(cov1).double(), torch.as_tensor(cov2).double()
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.numel(), mu1.numel()):
         raise ValueError("means must have shape (d,) and covariances (d, d), the same for both")
+    for name, t in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
+        _finite(t, name)
     a = _psd_sqrt(cov1)
     m = a @ cov2 @ a
     cross = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
@@ -61,9 +87,8 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
 
 def patches(images: torch.Tensor, k: int) -> torch.Tensor:
     """All ``k x k`` patches (stride 1) of ``images`` ``(m, C, H, W)``, as rows ``(m * P, C k^2)``."""
-    if images.ndim != 4:
-        raise ValueError(f"images must be (m, C, H, W), got {tuple(images.shape)}")
-    if not 1 <= k <= min(images.shape[-2:]):
+    images = _images(images, "images")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(images.shape[-2:]):
         raise ValueError(f"patch size k={k} must be in [1, {min(images.shape[-2:])}]")
     p = F.unfold(images.double(), kernel_size=k)  # (m, C k^2, P)
     return p.transpose(1, 2).reshape(-1, p.shape[1])
@@ -79,9 +104,18 @@ class PatchFD:
     """
 
     def __init__(self, reference: torch.Tensor, k: int = 4, scales=(1, 2), eps: float = 1e-3):
-        reference = torch.as_tensor(reference)
-        if reference.ndim != 4 or reference.shape[0] < 2:
-            raise ValueError(f"reference must be (n >= 2, C, H, W), got {tuple(reference.shape)}")
+        reference = _images(reference, "reference", 2)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(reference.shape[-2:]):
+            raise ValueError(f"k must be an integer patch size in [1, {min(reference.shape[-2:])}], got {k!r}")
+        try:
+            scales = tuple(scales)
+        except TypeError:
+            raise ValueError(f"scales must be a sequence of pooling factors, got {scales!r}") from None
+        if not scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 or reference.shape[-1] // s < k
+                             for s in scales):
+            raise ValueError(f"scales must be integers >= 1 leaving images of at least k={k} pixels, got {scales!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps > 0 and eps < float("inf")):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
         self.k, self.scales, self.eps = int(k), tuple(int(s) for s in scales), float(eps)
         self.shape = tuple(reference.shape[1:])
         self._white = []
@@ -101,7 +135,7 @@ class PatchFD:
 
     def per_scale(self, images: torch.Tensor) -> list[float]:
         """The Fréchet distance at each scale (whitened patch features)."""
-        images = torch.as_tensor(images)
+        images = _images(images, "images")
         if tuple(images.shape[1:]) != self.shape or images.shape[0] < 1:
             raise ValueError(f"images must be (m, {', '.join(map(str, self.shape))}), got {tuple(images.shape)}")
         out = []

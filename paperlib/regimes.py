@@ -24,6 +24,11 @@ __all__ = ["DangerZone", "band", "danger_zone", "crossing", "log_overlap", "ddpm
 
 def default_sigmas(n: int = 64, sigma_min: float = 0.002, sigma_max: float = 80.0) -> torch.Tensor:
     """``n`` noise levels, geometrically spaced over EDM's range ``[0.002, 80]`` (float64)."""
+    n = checks.integer(n, "n", 1)
+    sigma_min = checks.sigma(sigma_min, "sigma_min")
+    sigma_max = checks.sigma(sigma_max, "sigma_max")
+    if not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min ({sigma_min}) must be smaller than sigma_max ({sigma_max})")
     return torch.logspace(math.log10(sigma_min), math.log10(sigma_max), n, dtype=torch.float64)
 
 

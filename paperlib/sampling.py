@@ -226,11 +226,19 @@ class EmpiricalDenoiser(torch.nn.Module):
 
     def __init__(self, train: torch.Tensor):
         super().__init__()
+        if not isinstance(train, torch.Tensor) or train.ndim < 2 or train.shape[0] < 1:
+            raise ValueError(f"train must be a tensor of n >= 1 points or images (n, ...), got "
+                             f"{tuple(train.shape) if isinstance(train, torch.Tensor) else type(train).__name__}")
+        if not train.is_floating_point():
+            raise ValueError(f"train must be floating point (images in [-1, 1]), got {train.dtype}")
         _check_finite("train", train)
         self.register_buffer("train_flat", train.reshape(train.shape[0], -1).clone())
         self.sample_shape = tuple(train.shape[1:])
 
     def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor, got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(f"x has sample shape {tuple(x.shape[1:])}, the training set {self.sample_shape}")
         s = _as_sigma(sigma, device=x.device, dtype=torch.float64).reshape(-1)

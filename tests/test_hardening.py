@@ -257,3 +257,162 @@ def test_decoded_dataset_cache_is_checksummed(tmp_path, monkeypatch):
     data._images.cache_clear()
     assert np.array_equal(data._images(*args), a) and len(calls) == 2  # the rewritten file is trusted
     data._images.cache_clear()
+
+
+# ------------------------------------------------------------------ CLI
+@pytest.fixture
+def folder(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(d / f"{k}.png")
+    return d
+
+
+@pytest.mark.parametrize("extra,flag", [
+    (["--n", "-1"], "--n"), (["--n", "0"], "--n"), (["--size", "0"], "--size"), (["--size", "-5"], "--size"),
+    (["--levels", "0"], "--levels"), (["--levels", "-3"], "--levels"), (["--n-noise", "0"], "--n-noise"),
+    (["--weight-level", "1.5"], "--weight-level"), (["--seed", "x"], "--seed"),
+])
+def test_cli_flags_are_validated_by_name(folder, extra, flag, capsys):
+    # before: ignored, misreported or a traceback
+    from paperlib.__main__ import main
+    with pytest.raises(SystemExit) as e:
+        main(["danger-zone", str(folder), *extra])
+    assert e.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd,extra,flag", [
+    ("train", ["--threads", "0"], "--threads"), ("train", ["--lr", "nan"], "--lr"),
+    ("sample", ["--sampling-steps", "1"], "--sampling-steps"), ("sample", ["--samples", "0"], "--samples"),
+])
+def test_cli_training_flags_are_validated_by_name(folder, cmd, extra, flag, capsys):
+    from paperlib.__main__ import main
+    with pytest.raises(SystemExit):
+        main([cmd, str(folder), *extra])
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_cli_checks_before_computing(folder, tmp_path, monkeypatch, capsys):
+    # before: --out to a directory failed only after the whole computation; a missing folder said
+    # "name must be one of (...)"; --cls on a folder was ignored
+    from paperlib import __main__ as cli
+    called = []
+    monkeypatch.setattr(cli, "cmd_danger_zone", lambda args: called.append(1))
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))
+    cases = [
+        (["danger-zone", str(folder), "--out", str(tmp_path)], "--out"),
+        (["danger-zone", str(folder), "--out", str(tmp_path / "missing" / "z.json")], "does not exist"),
+        (["danger-zone", str(tmp_path / "no-such-folder")], "does not exist"),
+        (["danger-zone", "cifar-10"], "neither a dataset"),
+        (["danger-zone", str(folder), "--cls", "1"], "--cls"),
+    ]
+    for argv, word in cases:
+        assert cli.main(argv) == 2  # main builds its parser per call, so the patched command is used
+        err = capsys.readouterr().err
+        assert word in err, (argv, err)
+        assert "Traceback" not in err
+    assert not called
+
+
+def test_cli_environment_variables_are_named(folder, tmp_path, monkeypatch, capsys):
+    from paperlib.__main__ import main
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PAPERLIB_PROFILE", "smokee")
+    assert main(["danger-zone", str(folder), "--levels", "4"]) == 2
+    assert "PAPERLIB_PROFILE" in capsys.readouterr().err
+    monkeypatch.delenv("PAPERLIB_PROFILE")
+    monkeypatch.setenv("PAPERLIB_DEVICE", "gpu7")
+    assert main(["danger-zone", str(folder), "--levels", "4"]) == 2
+    assert "PAPERLIB_DEVICE" in capsys.readouterr().err
+    monkeypatch.delenv("PAPERLIB_DEVICE")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("PAPERLIB_CACHE", str(blocker / "sub"))
+    assert main(["danger-zone", str(folder), "--levels", "4"]) == 2
+    assert "PAPERLIB_CACHE" in capsys.readouterr().err
+
+
+def test_cli_folder_with_hidden_and_broken_files_and_a_shadowing_name(folder, tmp_path, monkeypatch, capsys):
+    from paperlib.__main__ import main
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))
+    (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    (folder / "readme.png").write_text("text")
+    out = tmp_path / "z.json"
+    assert main(["danger-zone", str(folder), "--levels", "4", "--n-noise", "1", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 2 file" in err and json.loads(out.read_text())["n"] == 6
+    monkeypatch.chdir(tmp_path)
+    folder.rename(tmp_path / "mnist")
+    assert main(["danger-zone", "mnist", "--levels", "4", "--n-noise", "1"]) == 0
+    assert "local folder" in capsys.readouterr().err
+
+
+def test_cli_diverging_training_is_an_error_not_a_cached_model(folder, tmp_path, monkeypatch, capsys):
+    # before: train --lr 1e6 ended with exit 0 and cached the NaN model
+    from paperlib.__main__ import main
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path / "cache"))
+    args = ["train", str(folder), "--steps", "20", "--batch-size", "4", "--channels", "8", "--threads", "1", "--lr", "1e6"]
+    assert main(args) == 2
+    assert "diverged" in capsys.readouterr().err
+    assert main(args) == 2  # not served from the cache
+
+
+# ------------------------------------------------------------------ edm, quality, regimes, EmpiricalDenoiser
+def test_formula_helpers_quality_and_denoisers_validate_their_input():
+    # before: NaN/-inf passed through, uint8 was accepted, internal errors instead of clear messages
+    from paperlib import quality, sampling
+    imgs = torch.rand(6, 1, 8, 8) * 2 - 1
+    cases = [
+        (lambda: edm.c_skip(float("nan")), "sigma"), (lambda: edm.c_out(-1.0), "sigma"),
+        (lambda: edm.c_in(torch.tensor([1.0, -float("inf")])), "sigma"), (lambda: edm.c_noise(0.0), "sigma"),
+        (lambda: edm.loss_weight(1.0, sigma_data=0.0), "sigma_data"), (lambda: edm.c_skip("1"), "sigma"),
+        (lambda: edm.karras_sigmas(True), "steps"), (lambda: edm.lognormal_mass(2.0, 1.0), "gap"),
+        (lambda: regimes.default_sigmas(0), "n"), (lambda: regimes.default_sigmas(8, -1.0), "sigma_min"),
+        (lambda: regimes.default_sigmas(8, 1.0, 0.5), "sigma_min"), (lambda: regimes.default_sigmas(8, 0.1, math.inf), "sigma_max"),
+        (lambda: regimes.default_sigmas(True), "n"),
+        (lambda: quality.PatchFD((imgs * 127.5 + 127.5).to(torch.uint8)), "reference"),
+        (lambda: quality.PatchFD(imgs.clone().fill_(float("nan"))), "reference"),
+        (lambda: quality.PatchFD(imgs, k=0), "k"), (lambda: quality.PatchFD(imgs, scales=(0,)), "scales"),
+        (lambda: quality.PatchFD(imgs)(imgs.to(torch.uint8)), "images"),
+        (lambda: quality.patch_fd(imgs[:, :, :4], imgs), "images"),
+        (lambda: quality.gaussian_fit(torch.full((4, 3), float("nan"))), "features"),
+        (lambda: quality.frechet_distance(torch.zeros(2), torch.eye(2) * float("inf"), torch.zeros(2), torch.eye(2)), "cov1"),
+        (lambda: sampling.EmpiricalDenoiser(imgs.to(torch.uint8)), "train"),
+        (lambda: sampling.EmpiricalDenoiser(torch.zeros(5)), "train"),
+        (lambda: sampling.EmpiricalDenoiser(imgs)(imgs, float("nan")), "sigma"),
+        (lambda: sampling.EmpiricalDenoiser(imgs)(imgs.to(torch.uint8), 1.0), "x"),
+    ]
+    for fn, word in cases:
+        with pytest.raises(ValueError, match=word):
+            fn()
+    assert edm.c_skip(0.5) == pytest.approx(0.5) and torch.is_tensor(edm.c_noise(torch.tensor(1.0)))
+
+
+# ------------------------------------------------------------------ report
+def _record_many(args):
+    import os
+    folder, who = args
+    os.environ["PAPERLIB_CACHE"] = folder
+    from paperlib import report
+    for i in range(40):
+        report.record("99_conc", f"{who} row {i}", i)
+    return who
+
+
+def test_report_records_from_two_processes_are_all_kept(tmp_path, monkeypatch):
+    # concurrency: report.record is file-locked and writes atomically (this test guards it)
+    import multiprocessing as mp
+    from paperlib import report
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    report.start("99_conc", "concurrency")
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_record_many, [(str(tmp_path), "a"), (str(tmp_path), "b")])
+    rows = report.rows("99_conc")
+    assert len(rows) == 80 and {r["quantity"] for r in rows} == {f"{w} row {i}" for w in "ab" for i in range(40)}
+    for bad in ("../x", "a/b", "", None):
+        with pytest.raises(ValueError, match="chapter"):
+            report.start(bad, "t")
