@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 from . import cache, edm, networks
 from . import config as _config
+from . import progress as _progress
 
 DEFAULTS = {
     "seed": 0,
@@ -455,8 +455,10 @@ def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpo
             for old in _ckpt_steps(folder)[2:]:
                 _remove(folder / f"ckpt_{old:08d}.pt")
 
-        bar = tqdm(total=full["steps"], initial=start, desc=f"training {name}", disable=not (progress and writer),
-                   dynamic_ncols=True)
+        if start and progress and writer:
+            _progress.note(f"training {name}: resuming from the checkpoint at step {start:,} of {full['steps']:,}")
+        bar = _progress.bar(total=full["steps"], initial=start, desc=f"training {name}",
+                            disable=not (progress and writer), dynamic_ncols=True)
         done, clean = start, True  # `clean`: the state is that of the completed step `done`
         steps = _train_steps(model, ema, opt, full, images, labels, gen, order, start, scaler, dist)
         try:
