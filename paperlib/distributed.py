@@ -46,7 +46,7 @@ class Shares:
     def attach(self, model: torch.nn.Module) -> None:
         """Wrap ``model`` for the forward passes (its gradients are averaged over the processes)."""
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.module = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        self.module = DistributedDataParallel(model, device_ids=ids)
 
     def share(self, t: torch.Tensor) -> torch.Tensor:
         """This process's rows of a global-batch tensor."""
