@@ -8,6 +8,14 @@ steps with :func:`paperlib.training.train` (the real loop: EMA, checkpoints, dat
 into a throw-away cache, then times one Heun sampling pass (18 steps, 35 network evaluations) of
 ``--samples`` images. It prints steps/s and images/s, and the time the chapter's training steps
 would take at that rate: an extrapolation from a short run, not a measured chapter time.
+
+Every network is timed in each precision / memory-layout variant the device supports (fp32, bf16,
+fp16 with loss scaling, each contiguous or channels-last: ``training``'s ``precision`` and
+``channels_last`` keys), interleaved over ``--rounds`` rounds, and reported as a speed-up over the
+fp32 baseline *of the same run*, so that load from other jobs or clock boosts hit all alike. On CPUs
+the default clock is this process's CPU time (robust to a loaded machine).
+
+    python benchmarks/bench_training.py --only 02 --steps 30 --rounds 2 --samples 0   # CPU: fp32 vs bf16
 """
 from __future__ import annotations
 
@@ -60,10 +68,29 @@ def sync():
         torch.cuda.synchronize()
 
 
+#: (precision, channels_last) variants; the first is the baseline every ratio is taken against.
+VARIANTS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True), ("fp16", False), ("fp16", True)]
+
+
+def supported(dev, precision: str) -> bool:
+    """Whether ``precision`` runs as such on ``dev`` (no fallback to fp32)."""
+    from paperlib import training
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return training.effective_precision(precision, dev) == precision
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=200, help="training steps timed per network")
-    ap.add_argument("--samples", type=int, default=1024, help="images in the timed sampling pass")
+    ap.add_argument("--steps", type=int, default=200, help="training steps timed per network and variant")
+    ap.add_argument("--samples", type=int, default=1024, help="images in the timed sampling pass (0: none)")
+    ap.add_argument("--only", nargs="+", default=None, help="labels (prefixes, e.g. 02 06) of the networks to time")
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="precision[+cl] variants, e.g. fp32 bf16 fp16+cl (default: all the device runs)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the variants (best is kept)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default=None,
+                    help="wall time (default on GPUs) or this process's CPU time (default on CPUs: robust to load)")
     ap.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines to this file")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="paperlib-bench-") as tmp:
@@ -71,35 +98,61 @@ def main(argv=None) -> None:
         from paperlib import config, sampling, training
         dev = config.device()
         name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        print(f"profile {config.profile()}, device {name}")
+        clock_name = args.clock or ("wall" if dev.type == "cuda" else "cpu")
+        clock = time.perf_counter if clock_name == "wall" else time.process_time
+        variants = VARIANTS if args.variants is None else [
+            (v.split("+")[0], v.endswith("+cl")) for v in args.variants]
+        if variants[0] != ("fp32", False):
+            variants = [("fp32", False)] + [v for v in variants if v != ("fp32", False)]
+        variants = [v for v in variants if supported(dev, v[0])]
+        if dev.type == "cpu":
+            variants = [v for v in variants if v[0] != "fp16"]
+        print(f"profile {config.profile()}, device {name}, {clock_name} clock, variants "
+              f"{', '.join(p + ('+cl' if cl else '') for p, cl in variants)}")
         rows = []
         for r in recipes():
+            if args.only and not any(r["label"].startswith(o) for o in args.only):
+                continue
             n_data = max(2 * r["cfg"]["batch_size"], 256)
             data = torch.rand(n_data, r["channels"], r["res"], r["res"], generator=torch.Generator().manual_seed(0)) * 2 - 1
-            # a short untimed run pays for CUDA/cuDNN start-up, then the timed run starts from scratch
-            training.train(dict(r["cfg"], steps=5, warmup_steps=1), data, name="bench_warmup", device=dev, progress=False)
-            sync()
-            t0 = time.perf_counter()
-            model, hist = training.train(dict(r["cfg"], steps=args.steps), data, name="bench", device=dev,
-                                         checkpoint_every=10 ** 9, progress=False)
-            sync()
-            t_train = time.perf_counter() - t0
-            sampling.sample(model, 8, data.shape[1:], generator=torch.Generator().manual_seed(0))  # warm-up
-            sync()
-            t0 = time.perf_counter()
-            sampling.sample(model, args.samples, data.shape[1:], generator=torch.Generator().manual_seed(0))
-            sync()
-            t_sample = time.perf_counter() - t0
-            row = dict(label=r["label"], device=name, params=hist["num_params"], res=r["res"],
-                       batch_size=r["cfg"]["batch_size"], steps_per_s=round(args.steps / t_train, 2),
-                       images_per_s=round(args.steps * r["cfg"]["batch_size"] / t_train, 1),
-                       sample_s=round(t_sample, 2), samples=args.samples, chapter_steps=r["chapter_steps"],
-                       chapter_train_h=round(r["chapter_steps"] / (args.steps / t_train) / 3600, 2))
-            rows.append(row)
-            print(f"{row['label']:30s} {row['params'] / 1e6:6.2f}M params  {row['res']}px  batch {row['batch_size']}: "
-                  f"{row['steps_per_s']:7.2f} steps/s ({row['images_per_s']:.0f} img/s);  {args.samples} samples in "
-                  f"{row['sample_s']:.1f} s;  {row['chapter_steps']:,} chapter steps -> {row['chapter_train_h']:.2f} h",
-                  flush=True)
+            best: dict = {}
+            for round_ in range(args.rounds):
+                for prec, cl in variants:
+                    cfg = dict(r["cfg"], precision=prec, channels_last=cl)
+                    # a short untimed run pays for CUDA/cuDNN start-up, then the timed run starts from scratch
+                    training.train(dict(cfg, steps=5, warmup_steps=1, seed=100 + round_), data, name="bench_warmup",
+                                   device=dev, progress=False)
+                    sync()
+                    t0 = clock()
+                    model, hist = training.train(dict(cfg, steps=args.steps, seed=round_), data, name="bench",
+                                                 device=dev, checkpoint_every=10 ** 9, progress=False)
+                    sync()
+                    t = clock() - t0
+                    best[prec, cl] = min(best.get((prec, cl), float("inf")), t)
+            t_sample = float("nan")
+            if args.samples:
+                sampling.sample(model, 8, data.shape[1:], generator=torch.Generator().manual_seed(0))  # warm-up
+                sync()
+                t0 = clock()
+                sampling.sample(model, args.samples, data.shape[1:], generator=torch.Generator().manual_seed(0))
+                sync()
+                t_sample = clock() - t0
+            base = best[variants[0]]
+            for (prec, cl), t in best.items():
+                variant = prec + ("+cl" if cl else "")
+                row = dict(label=r["label"], variant=variant, device=name, clock=clock_name, params=hist["num_params"],
+                           res=r["res"], batch_size=r["cfg"]["batch_size"], steps_per_s=round(args.steps / t, 2),
+                           images_per_s=round(args.steps * r["cfg"]["batch_size"] / t, 1),
+                           speedup_vs_fp32=round(base / t, 3), sample_s=round(t_sample, 2), samples=args.samples,
+                           chapter_steps=r["chapter_steps"],
+                           chapter_train_h=round(r["chapter_steps"] / (args.steps / t) / 3600, 2))
+                rows.append(row)
+                print(f"{row['label']:30s} {variant:8s} {row['params'] / 1e6:6.2f}M params  {row['res']}px  "
+                      f"batch {row['batch_size']}: {row['steps_per_s']:7.2f} steps/s ({row['images_per_s']:.0f} img/s), "
+                      f"x{row['speedup_vs_fp32']:.2f} vs fp32;  {row['chapter_steps']:,} chapter steps -> "
+                      f"{row['chapter_train_h']:.2f} h", flush=True)
+            if args.samples:
+                print(f"{'':30s} {args.samples} samples (18 Heun steps, fp32) in {t_sample:.1f} s", flush=True)
             del model
         if args.out:
             with open(args.out, "a") as f:

@@ -5,7 +5,8 @@ all honour the same switches:
 
 - ``PAPERLIB_PROFILE``: the scale of every chapter, by intent (:data:`PROFILES`):
   ``smoke`` (seconds, for CI), ``cpu`` (the book build, 2 CPU cores), ``gpu`` (one Colab session on
-  a T4-class GPU) and ``paper`` (the paper's data sizes, models and iterations; hours on large GPUs).
+  a T4-class GPU: at most 45 minutes per chapter, smaller than the paper) and ``paper`` (the paper's
+  data sizes, models and iterations; days of GPU time for the training chapters).
   Default: ``gpu`` when CUDA is available, else ``cpu``.
 - ``PAPERLIB_DATA``: folder holding the datasets (layout in :mod:`paperlib.data`).
   Default: ``~/.cache/paperlib/data`` (where Colab downloads go).
@@ -25,8 +26,10 @@ PROFILES = ("smoke", "cpu", "gpu", "paper")
 PURPOSE = {
     "smoke": "seconds; CI runs every chapter at this scale",
     "cpu": "the book build: minutes on 2 CPU cores",
-    "gpu": "one Colab session: at most 45 minutes per chapter on a T4-class GPU",
-    "paper": "the paper's data sizes, models and iterations: hours on large GPUs",
+    "gpu": "one Colab session: at most 45 minutes per chapter on a T4-class GPU; 32x32 images, "
+           "models and data smaller than the paper's",
+    "paper": "the paper's data sizes, models and iteration counts: days of GPU time for the training "
+             "chapters (several GPUs through torchrun -m paperlib.distributed)",
 }
 
 

@@ -23,10 +23,17 @@ EMPIRICAL = dict(
                                                         attn_resolutions=[]), threads=2),
     cpu=dict(res=16, n_small=64, n_large=1000, steps_small=8000, steps_large=3000, batch_size=64, lr=1e-3,
              warmup=200, ema_halflife=500, network=_SMALL_UNET, threads=2),
-    gpu=dict(res=32, n_small=1000, n_large=50_000, steps_small=15_000, steps_large=6_000, batch_size=128, lr=4e-4,
-             warmup=1000, ema_halflife=2000, network=_DDPMPP, threads=None),
-    paper=dict(res=32, n_small=1000, n_large=50_000, steps_small=15_000, steps_large=6_000, batch_size=128, lr=4e-4,
-               warmup=1000, ema_halflife=2000, network=_DDPMPP, threads=None),
+    # gpu: one Colab session, <= 45 min for the whole chapter on a T4 (sizing in book/running.md): a 1.5M-parameter
+    # U-Net at 32x32 (2.2 GFLOP per image and training step), 200 memorized images seen 3,200 times each.
+    gpu=dict(res=32, n_small=200, n_large=50_000, steps_small=5_000, steps_large=2_500, batch_size=128, lr=1e-3,
+             warmup=500, ema_halflife=500, network=dict(model_channels=32, channel_mult=[1, 2, 2], num_blocks=2,
+                                                        attn_resolutions=[16]), threads=None),
+    # paper: EDM's CIFAR-10 recipe (Karras et al. 2022, the paper's ref. [12]): DDPM++ (51M parameters here, 56M in
+    # EDM), dropout 0.13, batch 512, lr 1e-3, 200M training images (10M of warm-up), EMA half-life 500k images.
+    # No augmentation (EDM's non-leaky augmentation is not implemented). ~65 H100-hours per model in fp32; use
+    # several GPUs: torchrun --nproc_per_node=8 -m paperlib.distributed --profile paper.
+    paper=dict(res=32, n_small=1000, n_large=50_000, steps_small=390_625, steps_large=390_625, batch_size=512,
+               lr=1e-3, warmup=19_531, ema_halflife=977, network=dict(_DDPMPP, dropout=0.13), threads=None),
 )
 
 

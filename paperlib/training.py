@@ -25,7 +25,20 @@ class-conditional; the returned model generates class 0, the real data), ``dummy
 (``"uniform"`` on [-1, 1] or ``"gaussian"`` N(0, sigma_data^2) pixels), ``network`` (keyword
 arguments of :class:`~paperlib.networks.UNet` except the image size, channels and classes,
 which come from the data), ``snapshots`` (steps at which EMA snapshots are kept, for
-checkpoints-over-training figures; :func:`load_snapshot`).
+checkpoints-over-training figures; :func:`load_snapshot`), ``precision`` and ``channels_last``
+(below).
+
+Mixed precision: ``precision`` is ``"fp32"``, ``"bf16"`` (autocast to bfloat16), ``"fp16"``
+(autocast to float16 with dynamic loss scaling, for GPUs without bf16 such as the T4) or
+``"auto"`` (the default: bf16 on GPUs that support it, else fp16 on CUDA; fp32 on CPUs, where
+bf16 autocast was measured to change too little, see ``book/running.md``). The network runs under
+autocast; the preconditioning, the loss, the weights, Adam and the EMA stay in float32. A precision
+the device cannot run (fp16 on a CPU, bf16 on a CPU without bf16 instructions) falls back to fp32
+with a warning. ``channels_last`` stores the network's activations in NHWC order (faster
+convolutions on tensor-core GPUs; measured slower on CPUs). Both change results only at rounding
+level, so they enter the cache key only when they are not fp32 / contiguous: the key holds the
+*effective* precision on the training device (:func:`effective_precision`), and an fp32 run is
+keyed as before these options existed.
 """
 from __future__ import annotations
 
@@ -39,10 +52,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 from . import cache, edm, networks
 from . import config as _config
+from . import progress as _progress
 
 DEFAULTS = {
     "seed": 0,
@@ -73,7 +86,42 @@ DEFAULTS = {
         "channel_mult_emb": 4,
     },
     "snapshots": [],
+    "precision": "auto",
+    "channels_last": False,
 }
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 instructions (oneDNN: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def effective_precision(precision: str, device) -> str:
+    """The precision that training with ``precision`` actually uses on ``device`` (``"auto"`` resolved,
+    unsupported choices replaced by ``"fp32"``; see the module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        if precision == "auto":
+            return "bf16" if bf16 else "fp16"
+        if precision == "bf16" and not bf16:
+            warnings.warn("precision='bf16': this GPU has no bfloat16 units; training in fp32")
+            return "fp32"
+        return precision
+    if precision == "auto" or precision == "fp32":
+        return "fp32"
+    if device.type == "cpu" and precision == "bf16" and cpu_has_bf16():
+        return "bf16"
+    warnings.warn(f"precision={precision!r} is not supported on this {device.type} device; training in fp32")
+    return "fp32"
 
 
 def resolve_config(config: dict | None) -> dict:
@@ -104,6 +152,10 @@ def resolve_config(config: dict | None) -> dict:
     if not all(isinstance(s, int) and 1 <= s <= full["steps"] for s in snaps):
         raise ValueError(f"config['snapshots'] must be steps in [1, steps={full['steps']}], got {snaps!r}")
     full["snapshots"] = sorted(set(snaps))
+    if full["precision"] not in PRECISIONS:
+        raise ValueError(f"config['precision'] must be one of {PRECISIONS}, got {full['precision']!r}")
+    if not isinstance(full["channels_last"], bool):
+        raise ValueError(f"config['channels_last'] must be True or False, got {full['channels_last']!r}")
     return full
 
 
@@ -209,9 +261,21 @@ def code_version() -> str:
     return cache.code_version(sys.modules[__name__])
 
 
-def cache_config(config: dict | None, data: torch.Tensor) -> dict:
-    """The cache key's config for training on ``data``: resolved config, data fingerprint, code version."""
-    return {"train": resolve_config(config), "data": _fingerprint(_check_data(data)), "code": code_version()}
+def cache_config(config: dict | None, data: torch.Tensor, device=None) -> dict:
+    """The cache key's config for training on ``data`` on ``device`` (default
+    :func:`paperlib.config.device`): resolved config, data fingerprint, code version. ``precision``
+    is replaced by the effective one and left out when fp32, ``channels_last`` left out when False."""
+    full = resolve_config(config)
+    full["precision"] = effective_precision(full["precision"], device if device is not None else _config.device())
+    for k, plain in (("precision", "fp32"), ("channels_last", False)):
+        if full[k] == plain:
+            del full[k]
+    return {"train": full, "data": _fingerprint(_check_data(data)), "code": code_version()}
+
+
+def _settings(full: dict) -> dict:
+    """``full`` with the keys that :func:`cache_config` may leave out filled in again."""
+    return {"precision": "fp32", "channels_last": False, **full}
 
 
 def _next_batch(order: dict, n: int, batch_size: int, gen: torch.Generator) -> torch.Tensor:
@@ -227,35 +291,50 @@ def _next_batch(order: dict, n: int, batch_size: int, gen: torch.Generator) -> t
     return torch.cat(parts)
 
 
-def _train_steps(model, ema, opt, full, images, labels, gen, order, start: int):
+def _train_steps(model, ema, opt, full, images, labels, gen, order, start: int, scaler=None, dist=None):
     """Optimizer steps ``start + 1 .. steps`` (one Eq. 1 minibatch each), yielding ``(step, loss)`` after each.
 
-    Between two yields the whole state (weights, EMA, Adam, RNGs, data order) is that of a
-    completed step, so it can be checkpointed there.
+    Between two yields the whole state (weights, EMA, Adam, RNGs, data order, loss scale) is that of
+    a completed step, so it can be checkpointed there. ``scaler``: the fp16 loss scaler. ``dist``
+    (:mod:`paperlib.distributed`): every process draws the whole global batch (same generator) and
+    trains on its own equal share of it through ``dist.module`` (which averages the gradients).
     """
     n, bs = images.shape[0], full["batch_size"]
+    amp_dtype = _AMP_DTYPES.get(full["precision"])
+    forward = dist.module if dist is not None else model
     for step in range(start + 1, full["steps"] + 1):
         idx = _next_batch(order, n, bs, gen)
-        x0 = images[idx]
-        y = labels[idx] if labels is not None else None
         sigma = edm.sample_training_sigmas(bs, full["P_mean"], full["P_std"], full["gap"], generator=gen,
                                            device=images.device)
-        noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(images.device)
+        noise = torch.randn((bs, *images.shape[1:]), generator=gen, device=gen.device).to(images.device)
+        if dist is not None:
+            idx, sigma, noise = dist.share(idx), dist.share(sigma), dist.share(noise)
+        x0 = images[idx]
+        y = labels[idx] if labels is not None else None
+        if full["channels_last"]:
+            x0, noise = (t.contiguous(memory_format=torch.channels_last) for t in (x0, noise))
         for group in opt.param_groups:
             group["lr"] = full["lr"] * min(1.0, step / full["warmup_steps"]) if full["warmup_steps"] else full["lr"]
-        loss = edm.edm_loss(model, x0, sigma, full["sigma_data"], noise=noise, class_labels=y)
+        with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss = edm.edm_loss(forward, x0, sigma, full["sigma_data"], noise=noise, class_labels=y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None and full["grad_clip"] is not None:
+            scaler.unscale_(opt)
         if full["grad_clip"] is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), full["grad_clip"])
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)  # skipped when the scaled gradients overflowed
+            scaler.update()
+        else:
+            opt.step()
         beta = _ema_beta(full, step)
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), model.parameters()):
                 p_ema.lerp_(p, 1 - beta)
             for b_ema, b in zip(ema.buffers(), model.buffers()):
                 b_ema.copy_(b)
-        value = float(loss.detach())
+        value = float(dist.mean(loss.detach()) if dist is not None else loss.detach())
         if not math.isfinite(value):
             raise TrainingDiverged(f"training diverged at step {step}: the loss is {value} (lr={full['lr']}, "
                                    f"grad_clip={full['grad_clip']}); lower config['lr'] or set config['grad_clip']. "
@@ -282,8 +361,9 @@ def _eval_copy(model: edm.Precond) -> edm.Precond:
 def load_snapshot(config: dict | None, data: torch.Tensor, step: int, *, name: str = "edm", device=None):
     """The EMA model saved at ``step`` (one of ``config['snapshots']`` or the last step) of a
     :func:`train` run, in eval mode; ``None`` if it has not been trained that far."""
-    key_cfg = cache_config(config, data)
-    full = key_cfg["train"]
+    device = torch.device(device) if device is not None else _config.device()
+    key_cfg = cache_config(config, data, device)
+    full = _settings(key_cfg["train"])
     folder = cache.entry_dir(name, key_cfg)
     if step == full["steps"]:
         stored = cache.load(folder / "final.pt")
@@ -295,12 +375,13 @@ def load_snapshot(config: dict | None, data: torch.Tensor, step: int, *, name: s
         return None
     model = make_model(full, data.shape[1:])
     model.load_state_dict(state)
-    return _eval_copy(model.to(device or _config.device()))
+    return _eval_copy(model.to(device))
 
 
 def train(config: dict | None, data: torch.Tensor, *, name: str = "edm", device=None, checkpoint_every: int = 500,
           progress: bool = True, callback: Callable[[int, float], None] | None = None,
-          save_on_interrupt: bool = True, keep_checkpoints: bool = False, num_threads: int | None = None):
+          save_on_interrupt: bool = True, keep_checkpoints: bool = False, num_threads: int | None = None,
+          dist=None):
     """Train an EDM denoiser on ``data`` (``(n, C, H, W)`` in [-1, 1]); see the module docstring.
 
     Returns ``(ema_model, history)``: the EMA :class:`~paperlib.edm.Precond` in eval mode on
@@ -315,14 +396,16 @@ def train(config: dict | None, data: torch.Tensor, *, name: str = "edm", device=
     runs after every step. Checkpoints are deleted once the final model is stored, unless
     ``keep_checkpoints``. ``num_threads`` sets torch's CPU threads while training (then restores
     them): on a shared 2-core machine 1 thread can be ~10x faster than 2 busy-waiting ones.
+    ``dist`` is set by :func:`paperlib.distributed.train` (data-parallel training; only its rank 0
+    writes checkpoints and the final model, in the same folder and format as a single process).
     """
     data = _check_data(data)
-    key_cfg = cache_config(config, data)
-    full = key_cfg["train"]
+    device = torch.device(device) if device is not None else _config.device()
+    key_cfg = cache_config(config, data, device)
+    full = _settings(key_cfg["train"])
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     folder = cache.entry_dir(name, key_cfg)
-    device = torch.device(device) if device is not None else _config.device()
 
     final = cache.load(folder / "final.pt")
     if final is not None and final.get("cfg") == key_cfg:
@@ -346,28 +429,33 @@ def train(config: dict | None, data: torch.Tensor, *, name: str = "edm", device=
     try:
         model, ema, losses, wall, start = _run(
             full, key_cfg, data, folder, device, state, fork_devices, name, checkpoint_every, progress,
-            callback, save_on_interrupt)
+            callback, save_on_interrupt, dist)
     finally:
         torch.set_num_threads(threads_before)
     history = {
         "loss": losses, "wall_time": wall, "steps_per_s": full["steps"] / wall if wall > 0 else float("nan"),
         "num_params": networks.count_parameters(model), "snapshots": list(full["snapshots"]),
     }
-    cache.save({"cfg": key_cfg, "ema": ema.state_dict(), "model": model.state_dict(), "history": history},
-               folder / "final.pt")
-    if not keep_checkpoints:
-        for s in _ckpt_steps(folder):
-            _remove(folder / f"ckpt_{s:08d}.pt")
+    if dist is None or dist.rank == 0:
+        cache.save({"cfg": key_cfg, "ema": ema.state_dict(), "model": model.state_dict(), "history": history},
+                   folder / "final.pt")
+        if not keep_checkpoints:
+            for s in _ckpt_steps(folder):
+                _remove(folder / f"ckpt_{s:08d}.pt")
+    if dist is not None:
+        dist.barrier()
     history = {**history, "from_cache": False, "resumed_from": start or None, "folder": str(folder)}
     return _eval_copy(ema), history
 
 
 def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpoint_every, progress, callback,
-         save_on_interrupt):
+         save_on_interrupt, dist=None):
     """The training session of :func:`train` (from ``state`` or scratch); returns model, EMA, losses, wall, start."""
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(full["seed"])  # model initialisation, then dropout
         model = make_model(full, data.shape[1:]).to(device)
+        if full["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
         ema = copy.deepcopy(model)
         for p in ema.parameters():
             p.requires_grad_(False)
@@ -381,6 +469,7 @@ def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpo
             labels = torch.cat([torch.zeros(len(images), dtype=torch.long), torch.ones(len(dummy), dtype=torch.long)])
             images, labels = torch.cat([images, dummy]), labels.to(device)
         order = {"perm": None, "pos": images.shape[0]}
+        scaler = torch.amp.GradScaler(device.type) if full["precision"] == "fp16" else None
         losses: list[float] = []
         wall, start = 0.0, 0
         if state is not None:
@@ -393,28 +482,38 @@ def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpo
                 torch.cuda.set_rng_state(state["cuda_rng"], device)
             order = {"perm": state["perm"].to(device) if state["perm"] is not None else None, "pos": state["pos"]}
             losses, wall, start = list(state["loss"]), float(state["wall"]), int(state["step"])
+            if scaler is not None and state.get("scaler") is not None:
+                scaler.load_state_dict(state["scaler"])
         model.train()
+        writer = dist is None or dist.rank == 0  # the process that writes checkpoints
+        if dist is not None:
+            dist.attach(model)
         ema.eval()
 
         saved = {"step": start}
         t0 = time.perf_counter()
 
         def save_checkpoint(step: int) -> None:
+            saved["step"] = step
+            if not writer:
+                return
             cache.save({
                 "cfg": key_cfg, "step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                 "opt": opt.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "perm": order["perm"], "pos": order["pos"], "loss": losses,
                 "wall": wall + time.perf_counter() - t0,
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             }, folder / f"ckpt_{step:08d}.pt")
-            saved["step"] = step
             for old in _ckpt_steps(folder)[2:]:
                 _remove(folder / f"ckpt_{old:08d}.pt")
 
-        bar = tqdm(total=full["steps"], initial=start, desc=f"training {name}", disable=not progress,
-                   dynamic_ncols=True)
+        if start and progress and writer:
+            _progress.note(f"training {name}: resuming from the checkpoint at step {start:,} of {full['steps']:,}")
+        bar = _progress.bar(total=full["steps"], initial=start, desc=f"training {name}",
+                            disable=not (progress and writer), dynamic_ncols=True)
         done, clean = start, True  # `clean`: the state is that of the completed step `done`
-        steps = _train_steps(model, ema, opt, full, images, labels, gen, order, start)
+        steps = _train_steps(model, ema, opt, full, images, labels, gen, order, start, scaler, dist)
         try:
             while True:
                 clean = False
@@ -427,7 +526,7 @@ def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpo
                 clean = True
                 if done % checkpoint_every == 0 and done < full["steps"]:
                     save_checkpoint(done)
-                if done in full["snapshots"] and done < full["steps"]:
+                if done in full["snapshots"] and done < full["steps"] and writer:
                     cache.save({"cfg": key_cfg, "step": done, "ema": ema.state_dict()},
                                folder / f"snapshot_{done:08d}.pt")
                 bar.update(1)
