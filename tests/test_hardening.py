@@ -385,6 +385,10 @@ def test_formula_helpers_quality_and_denoisers_validate_their_input():
         (lambda: sampling.EmpiricalDenoiser(torch.zeros(5)), "train"),
         (lambda: sampling.EmpiricalDenoiser(imgs)(imgs, float("nan")), "sigma"),
         (lambda: sampling.EmpiricalDenoiser(imgs)(imgs.to(torch.uint8), 1.0), "x"),
+        (lambda: sampling.solve(sampling.EmpiricalDenoiser(imgs), imgs.clone().fill_(float("nan")),
+                                edm.karras_sigmas(3)), "^x "),  # before: said "latents"
+        (lambda: sampling.sample(sampling.EmpiricalDenoiser(imgs), True, (1, 8, 8)), "^n "),
+        (lambda: sampling.sample(sampling.EmpiricalDenoiser(imgs), 2, (1, 8, 8), batch_size=0), "batch_size"),
     ]
     for fn, word in cases:
         with pytest.raises(ValueError, match=word):
