@@ -71,8 +71,13 @@ def swap(model_a, model_b, region, sigmas: torch.Tensor | None = None) -> Callab
     return lambda i: model_b if i in chosen else model_a
 
 
-def _prepare(x: torch.Tensor, dtype) -> torch.Tensor:
-    _check_finite("latents", x)
+def _prepare(x: torch.Tensor, dtype, name: str = "x") -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got "
+                         f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    _check_finite(name, x)
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     return x.to(dtype)
 
 
@@ -131,14 +136,16 @@ def sample(denoiser, n: int, shape, *, steps: int = 18, sigma_min: float = 0.002
     the denoiser's parameters or buffers, else the latents'). Returns ``(n, *shape)`` in ``dtype``.
     """
     shape = tuple(int(s) for s in shape)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
     if latents is None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
         gen_device = generator.device if generator is not None else "cpu"
         latents = torch.randn((n, *shape), generator=generator, device=gen_device, dtype=torch.float64)
-    elif tuple(latents.shape) != (n, *shape):
-        raise ValueError(f"latents has shape {tuple(latents.shape)}, expected {(n, *shape)}")
-    if batch_size < 1:
+    elif not isinstance(latents, torch.Tensor) or tuple(latents.shape) != (n, *shape):
+        raise ValueError(f"latents has shape {tuple(getattr(latents, 'shape', ()))}, expected {(n, *shape)}")
+    else:
+        _prepare(latents, torch.float64, "latents")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if device is None:
         tensors = itertools.chain(denoiser.parameters(), denoiser.buffers()) \
