@@ -177,17 +177,24 @@ def _dominance(d1: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
         return 2 * (torch.log(d2) - torch.log(d1))
 
 
-def per_point_memorization(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3) -> PerPointMemorization:
+def per_point_memorization(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3, *,
+                           neighbors: tuple[torch.Tensor, torch.Tensor] | None = None) -> PerPointMemorization:
     """Assign each sample to its nearest training point and count memorized samples per training point.
 
     A sample is memorized when ``d1 < ratio * d2`` (plain distances; the related paper's squared-distance
     threshold ``tau`` is ``ratio = sqrt(tau)``). Distances are exact
     (:func:`paperlib.memorization.nearest_neighbors`), so the decisions equal
-    :func:`paperlib.memorization.is_memorized`.
+    :func:`paperlib.memorization.is_memorized`. ``neighbors``: that function's ``(distances, indices)``
+    with ``k >= 2``, when already computed (to evaluate several ratios on one set of samples).
     """
     r = _ratio(ratio)
     train_f = geometry._points(train, "train", min_rows=2)
-    dist, idx = memorization.nearest_neighbors(samples, train_f, 2)
+    if neighbors is None:
+        dist, idx = memorization.nearest_neighbors(samples, train_f, 2)
+    else:
+        dist, idx = neighbors
+        if dist.dim() != 2 or dist.shape[1] < 2 or idx.shape != dist.shape:
+            raise ValueError("neighbors must be (distances, indices) of shape (m, k >= 2)")
     d1, d2 = dist[:, 0], dist[:, 1]
     mem = d1 < r * d2
     n = train_f.shape[0]
