@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import config, data, memorization, regimes, sampling, training
 
@@ -31,8 +30,8 @@ def _images(args) -> torch.Tensor:
         x = data.load(args.data, "train")[data.load_labels(args.data, "train") == args.cls][: args.n]
     if args.grayscale and x.shape[1] == 3:
         x = x.mean(1, keepdim=True)
-    if args.size and x.shape[-1] != args.size:
-        x = F.interpolate(x, size=(args.size, args.size), mode="bilinear", antialias=True, align_corners=False)
+    if args.size:
+        x = data.resize(x, args.size)
     return x
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import cache as _cache
 from . import config as _config
@@ -416,6 +417,36 @@ def _idx(path: Path) -> np.ndarray:
 
 # Part of the .npy cache key: editing a decoder invalidates the arrays it decoded.
 _DECODER_VERSION = _cache.code_version(_decode, _cifar_batches, _decode_jpeg_tar, _png, _idx)
+
+
+def resize(x: torch.Tensor, res: int) -> torch.Tensor:
+    """Images ``(n, C, H, W)`` resized to ``(n, C, res, res)``: the one resizer of the chapters and the CLI.
+
+    Downscaling averages pixel areas (``F.interpolate(mode="area")``: for an integer factor ``k`` this is
+    exactly ``avg_pool2d(x, k)``, each output pixel the mean of a ``k x k`` block, so a 32x32 image at
+    ``res = 16`` is the mean of its 2x2 blocks); upscaling is bilinear. ``res`` equal to the size returns
+    ``x`` itself. The result keeps ``x``'s dtype (float16/bfloat16 are computed in float32).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a tensor of images (n, C, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be floating point (images in [-1, 1]), got {x.dtype}")
+    if isinstance(res, bool) or not isinstance(res, numbers.Integral) or res < 1:
+        raise ValueError(f"res must be a positive integer, got {res!r}")
+    res = int(res)
+    h, w = x.shape[-2:]
+    if h == res and w == res:
+        return x
+    y = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    if res <= h and res <= w:
+        y = F.interpolate(y, size=(res, res), mode="area")
+    elif res >= h and res >= w:
+        y = F.interpolate(y, size=(res, res), mode="bilinear", align_corners=False)
+    else:  # down in one axis, up in the other: area along each in turn
+        y = F.interpolate(F.interpolate(y, size=(min(h, res), min(w, res)), mode="area"), size=(res, res),
+                          mode="bilinear", align_corners=False)
+    return y.to(x.dtype)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")

@@ -5,7 +5,9 @@ where ``NN_1``, ``NN_2`` are its nearest and second-nearest training points (Euc
 flattened images). The memorization rate is the fraction of memorized samples. Per noise level
 (Fig. 2), apply the same rule to one-step denoiser outputs ``D(x0 + sigma n; sigma)``.
 
-Distances come from :func:`paperlib.geometry.nearest_neighbors`: chunked matrix products in the input
+:func:`one_third_rule` returns the whole decision (mask, nearest index, both distances);
+:func:`is_memorized` and :func:`memorization_rate` are its mask and mean. Distances come from
+:func:`paperlib.neighbors.nearest_neighbors` (re-exported here): chunked matrix products in the input
 dtype to find candidates, exact ``float64`` re-scoring certified by a rounding-error bound, so the
 decisions equal those of a brute-force ``float64`` computation (ties between exactly equal distances
 aside: a sample equal to a training image that appears twice has ``d1 = d2 = 0`` and is not memorized
@@ -13,41 +15,51 @@ under the strict inequality).
 """
 from __future__ import annotations
 
-import math
+from typing import NamedTuple
 
 import torch
 
-from . import geometry
+from . import checks
+from .neighbors import nearest_neighbors
 
-__all__ = ["nearest_neighbors", "is_memorized", "memorization_rate", "nn_ratio"]
-
-
-def nearest_neighbors(samples: torch.Tensor, train: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` nearest training points of each sample: ``(distances, indices)``, each ``(m, k)``.
-
-    ``samples``: ``(m, d)`` or ``(m, C, H, W)``; ``train``: ``(n, d)`` or ``(n, C, H, W)`` with the same
-    flattened dimension. Distances are exact Euclidean distances (``float64``), increasing along a row.
-    """
-    samples = geometry._points(samples, "samples")
-    train = geometry._points(train, "train")
-    geometry._check_pair(samples, train, "samples", "train")
-    k = geometry._positive_int(k, "k")
-    if train.shape[0] < k:
-        raise ValueError(f"train must have at least k = {k} points, got {train.shape[0]}")
-    return geometry.nearest_neighbors(samples, train, k, names=("samples", "train"))
+__all__ = ["nearest_neighbors", "OneThirdRule", "one_third_rule", "is_memorized", "memorization_rate", "nn_ratio"]
 
 
-def _ratio(ratio) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (math.isfinite(ratio) and ratio > 0):
-        raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
-    return float(ratio)
+class OneThirdRule(NamedTuple):
+    """Result of :func:`one_third_rule` for ``m`` samples.
+
+    ``memorized``: bool ``(m,)``, ``d1 < ratio * d2``; ``nearest``: index of the nearest training point
+    ``(m,)``; ``d1``, ``d2``: exact distances to the nearest and second-nearest training points (float64)."""
+
+    memorized: torch.Tensor
+    nearest: torch.Tensor
+    d1: torch.Tensor
+    d2: torch.Tensor
+
+
+def _two_nearest(samples, train):
+    samples = checks.points(samples, "samples")
+    train = checks.points(train, "train")
+    if train.shape[0] < 2:
+        raise ValueError(f"train must have at least 2 points (n >= 2), got {train.shape[0]}")
+    checks.pair(samples, train, "samples", "train")
+    return nearest_neighbors(samples, train, 2, names=("samples", "train"))
+
+
+def one_third_rule(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3) -> OneThirdRule:
+    """The 1/3 rule with its evidence: ``(memorized, nearest, d1, d2)`` (see :class:`OneThirdRule`).
+
+    ``samples``: ``(m, d)`` or ``(m, C, H, W)``; ``train``: ``n >= 2`` points of the same flattened
+    dimension. ``ratio``: the threshold (1/3 in the paper). Results on the samples' device."""
+    r = checks.number(ratio, "ratio", low=0.0, low_open=True)
+    dist, idx = _two_nearest(samples, train)
+    d1, d2 = dist[:, 0], dist[:, 1]
+    return OneThirdRule(memorized=d1 < r * d2, nearest=idx[:, 0], d1=d1, d2=d2)
 
 
 def nn_ratio(samples: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """``d(x, NN_1) / d(x, NN_2)`` for each sample (float64, ``(m,)``; ``0/0`` is reported as 1)."""
-    if isinstance(train, torch.Tensor) and train.dim() >= 1 and train.shape[0] < 2:
-        raise ValueError(f"train must have at least 2 points (n >= 2), got {train.shape[0]}")
-    dist, _ = nearest_neighbors(samples, train, 2)
+    dist, _ = _two_nearest(samples, train)
     d1, d2 = dist[:, 0], dist[:, 1]
     return torch.where(d2 > 0, d1 / d2.clamp_min(torch.finfo(torch.float64).tiny), torch.ones_like(d1))
 
@@ -55,13 +67,8 @@ def nn_ratio(samples: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
 def is_memorized(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3) -> torch.Tensor:
     """``d(x, NN_1) < ratio * d(x, NN_2)`` for each sample: a bool tensor ``(m,)`` on the samples' device.
 
-    ``train`` needs ``n >= 2`` points. Exact distances (see module docstring).
-    """
-    r = _ratio(ratio)
-    if isinstance(train, torch.Tensor) and train.dim() >= 1 and train.shape[0] < 2:
-        raise ValueError(f"train must have at least 2 points (n >= 2), got {train.shape[0]}")
-    dist, _ = nearest_neighbors(samples, train, 2)
-    return dist[:, 0] < r * dist[:, 1]
+    ``train`` needs ``n >= 2`` points. Exact distances (see module docstring)."""
+    return one_third_rule(samples, train, ratio).memorized
 
 
 def memorization_rate(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3) -> float:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import geometry, memorization, progress
+from . import checks, memorization, progress
 
 __all__ = [
     "Laboratory", "laboratory", "sample_mixture", "mixture_denoiser", "MixtureDenoiser", "vp_sigmas",
@@ -123,7 +123,7 @@ class Laboratory:
 
 def sample_mixture(means: torch.Tensor, variance, n: int, generator: torch.Generator | None = None):
     """``n`` points of the uniform mixture of ``N(means[k], variance I)``: ``(points (n, d), labels (n,))``."""
-    means = geometry._points(means, "means")
+    means = checks.points(means, "means")
     v = _nonneg(variance, "variance")
     n = _int(n, "n")
     labels = torch.randint(means.shape[0], (n,), generator=generator)
@@ -215,7 +215,7 @@ def loss_weights(sigmas, kind: str = "x0", sigma_data: float = 0.5) -> torch.Ten
     """Weights ``lam(sigma)`` of the clean-image loss that make it the loss of another parametrisation:
     ``"x0"``: 1; ``"eps"`` (noise prediction, ``||eps_hat - eps||^2 = ||D - x0||^2 / sigma^2``):
     ``1 / sigma^2``; ``"edm"``: EDM's ``(sigma^2 + sd^2) / (sigma sd)^2``. Float64, same length as ``sigmas``."""
-    s = geometry._sigmas(sigmas, "sigmas")
+    s = checks.sigmas(sigmas, "sigmas")
     if kind == "x0":
         return torch.ones_like(s)
     if kind == "eps":
@@ -287,7 +287,7 @@ def lab_losses(lab: Laboratory, sigmas, Ms=(), *, n_noise: int = 8, n_subsets: i
     ``sigmas`` (common random numbers: the gaps are estimated far more precisely than the losses).
     The random numbers are drawn on the CPU; ``device`` (default: the data's) only sets where the
     denoisers run. Results are CPU float64 tensors."""
-    sig = geometry._sigmas(sigmas, "sigmas")
+    sig = checks.sigmas(sigmas, "sigmas")
     n_noise, n_subsets = _int(n_noise, "n_noise"), _int(n_subsets, "n_subsets")
     Ms = [_int(M, "Ms") for M in Ms]
     if any(M > lab.N for M in Ms):
@@ -330,7 +330,7 @@ def theorem1_gap(sigmas, d: int, variance: float = 1.0) -> torch.Tensor:
     """Theorem 1's form of ``E[L(gen) - L(mem)]`` at each noise level: ``d s^2 / (psi s^2 + 1)`` with
     ``psi = 1 / sigma^2``, i.e. ``d s^2 sigma^2 / (s^2 + sigma^2)`` (the MMSE of one Gaussian component;
     the theorem states it up to constants, Theta(.))."""
-    s = geometry._sigmas(sigmas, "sigmas")
+    s = checks.sigmas(sigmas, "sigmas")
     v = _nonneg(variance, "variance")
     return _int(d, "d") * v * s**2 / (v + s**2)
 
@@ -348,7 +348,7 @@ def theorem2_gap(M, N: int, d: int, variance: float = 1.0, C: float = 1.0) -> to
 def crossover_formula(sigmas, weights, N: int, variance: float = 1.0, C: float = 1.0) -> float:
     """The crossover formula ``M* = N (1 - E[lam / (psi s^2 + 1)] / (C E[lam]))`` over the noise grid
     (uniform over ``sigmas``), where the weighted Theorem 1 and Theorem 2 gaps are equal."""
-    s = geometry._sigmas(sigmas, "sigmas")
+    s = checks.sigmas(sigmas, "sigmas")
     w = _weights(weights, len(s))
     v = _nonneg(variance, "variance")
     C = _nonneg(C, "C")
@@ -424,7 +424,7 @@ def train_mixture(train: torch.Tensor, M: int, sigmas, weights, *, steps: int = 
     means start on ``M`` points drawn from ``N(mean, cov)`` of the training set, same ``std``.
     Returns the trained model and a history ``{"step", "loss", "variance"}`` (every 1 % of the steps).
     """
-    train = geometry._points(train, "train", min_rows=2)
+    train = checks.points(train, "train", min_rows=2)
     N, d = train.shape
     dev, out_dtype = train.device, train.dtype
     M = _int(M, "M")
@@ -435,7 +435,7 @@ def train_mixture(train: torch.Tensor, M: int, sigmas, weights, *, steps: int = 
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
         raise ValueError(f"warmup must be in [0, 1), got {warmup!r}")
     y0 = train.to(dtype)
-    sig = geometry._sigmas(sigmas, "sigmas").to(device=dev, dtype=dtype)
+    sig = checks.sigmas(sigmas, "sigmas").to(device=dev, dtype=dtype)
     w = _weights(weights, len(sig))
     w = (w / w.mean()).to(device=dev, dtype=dtype)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
@@ -489,7 +489,7 @@ def sample(denoiser, sigmas, n: int, d: int, *, generator: torch.Generator | Non
     largest to the smallest), written in EDM form: it is Euler's method for ``dx/dsigma = (x - D(x; sigma)) / sigma``
     (exactly DDIM after dividing the VP state by ``alpha_t``). The start ``x ~ N(0, (1 + sigma_max^2) I)``
     is the VP process's ``N(0, I)``. Returns the state at the smallest noise level."""
-    sig = geometry._sigmas(sigmas, "sigmas").sort(descending=True).values
+    sig = checks.sigmas(sigmas, "sigmas").sort(descending=True).values
     n, d = _int(n, "n"), _int(d, "d")
     x = torch.randn(n, d, generator=generator, dtype=dtype) * math.sqrt(1 + float(sig[0]) ** 2)
     for a, b in zip(sig[:-1].tolist(), sig[1:].tolist()):
@@ -501,8 +501,8 @@ def one_step_memorization(denoiser, x0: torch.Tensor, train: torch.Tensor, sigma
                           generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-noise-level memorization (the main paper's Sec. 3, Fig. 2): the fraction of one-step outputs
     ``D(x0 + sigma n; sigma)`` that the 1/3 rule calls memorized, for each ``sigma`` (float64 ``(S,)``)."""
-    sig = geometry._sigmas(sigmas, "sigmas")
-    x0 = geometry._points(x0, "x0")
+    sig = checks.sigmas(sigmas, "sigmas")
+    x0 = checks.points(x0, "x0")
     z = torch.randn(_int(n_noise, "n_noise"), *x0.shape, generator=generator, dtype=x0.dtype).reshape(-1, x0.shape[1])
     xr = x0.repeat(n_noise, 1)
     out = torch.empty(len(sig), dtype=torch.float64)

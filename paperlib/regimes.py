@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import geometry
+from . import checks, geometry
 
 __all__ = ["DangerZone", "band", "danger_zone", "crossing", "log_overlap", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas",
            "disjoint_shells_sigma", "shell_membership", "shell_samples", "nearest_neighbor_denoiser", "shell_denoiser",
@@ -42,7 +42,7 @@ def crossing(sigmas, values, level: float) -> float:
     """The first noise level at which ``values`` (a curve on ``sigmas``) crosses ``level``, found by
     linear interpolation in ``log sigma`` between the two grid points around it; ``nan`` if it never
     does. Works for rising curves (coverage) and falling ones (posterior weight) alike."""
-    s = np.log(np.asarray(geometry._sigmas(sigmas, "sigmas"), dtype=float))
+    s = np.log(np.asarray(checks.sigmas(sigmas, "sigmas"), dtype=float))
     y = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
     if y.shape != s.shape:
         raise ValueError(f"values has {y.size} entries but sigmas has {s.size}")
@@ -93,7 +93,7 @@ class DangerZone:
     def regime(self, sigma) -> str:
         """``"small"`` (below the zone), ``"danger"``, ``"large"`` (above), by the curves at ``sigma``;
         ``"medium"`` where neither curve is high (no danger zone at these levels)."""
-        s = geometry._sigma(sigma)
+        s = checks.sigma(sigma)
         ls = np.log(self.sigmas.numpy())
         W = float(np.interp(math.log(s), ls, self.weight.cpu().numpy()))
         C = float(np.interp(math.log(s), ls, self.coverage.cpu().numpy()))
@@ -203,18 +203,18 @@ def danger_zone(train: torch.Tensor, test: torch.Tensor | None = None, sigmas=No
     (App. E.4: the zone is a narrow interval around it). ``n_noise``/``n_points``/``generator``: Monte
     Carlo settings passed to both curves.
     """
-    train = geometry._points(train, "train", min_rows=2)
-    sig = default_sigmas() if sigmas is None else geometry._sigmas(sigmas)
+    train = checks.points(train, "train", min_rows=2)
+    sig = default_sigmas() if sigmas is None else checks.sigmas(sigmas)
     sig = sig.sort().values
     for name, v in (("weight_level", weight_level), ("coverage_level", coverage_level)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
             raise ValueError(f"{name} must be in (0, 1), got {v!r}")
     W = geometry.max_posterior_weight(train, sig, n_noise, generator, n_points=n_points, progress=progress)
     if test is None:
-        C = geometry._coverage(train, train, sig, n_noise, generator, x=x, n_points=n_points, exclude_self=True,
-                               progress=progress, dtype=None)
+        C = geometry.coverage(train, None, sig, n_noise, generator, tail=x, n_points=n_points, leave_one_out=True,
+                              progress=progress)
     else:
-        C = geometry.coverage(train, test, sig, n_noise, generator, x=x, n_points=n_points, progress=progress)
+        C = geometry.coverage(train, test, sig, n_noise, generator, tail=x, n_points=n_points, progress=progress)
     W, C = W.cpu(), C.cpu()
     lo, hi, cr, cv = _zone(sig.numpy(), W.numpy(), C.numpy(), float(weight_level), float(coverage_level))
     return DangerZone(sigmas=sig, weight=W, coverage=C, weight_level=float(weight_level),
@@ -225,7 +225,7 @@ def danger_zone(train: torch.Tensor, test: torch.Tensor | None = None, sigmas=No
 
 
 def _ddpm_args(T, beta_1, beta_T):
-    T = geometry._positive_int(T, "T", 2)
+    T = checks.positive_int(T, "T", 2)
     for name, v in (("beta_1", beta_1), ("beta_T", beta_T)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
             raise ValueError(f"{name} must be in (0, 1), got {v!r}")
@@ -258,8 +258,8 @@ def ddpm_timesteps(interval, T: int = 1000, beta_1: float = 1e-4, beta_T: float 
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
         raise ValueError(f"interval must be a pair (sigma_lo, sigma_hi), got {interval!r}") from None
-    lo = geometry._sigma(lo, "interval[0]")
-    hi = geometry._sigma(hi, "interval[1]")
+    lo = checks.sigma(lo, "interval[0]")
+    hi = checks.sigma(hi, "interval[1]")
     if lo > hi:
         raise ValueError(f"interval must have sigma_lo <= sigma_hi, got ({lo}, {hi})")
     s = ddpm_sigmas(T, beta_1, beta_T)
@@ -274,7 +274,7 @@ def band(sigmas, values, fraction: float = 0.5) -> tuple[float, float] | None:
     """The noise-level interval around the maximum of a curve where it is at least ``fraction`` of
     that maximum (edges interpolated linearly in ``log sigma``): e.g. the band of Fig. 2 where a
     model's per-level memorization is at least half its peak. ``None`` if the curve is 0 everywhere."""
-    s = np.asarray(geometry._sigmas(sigmas, "sigmas"), dtype=float)
+    s = np.asarray(checks.sigmas(sigmas, "sigmas"), dtype=float)
     y = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
     if y.shape != s.shape:
         raise ValueError(f"values has {y.size} entries but sigmas has {s.size}")
@@ -304,7 +304,7 @@ def log_overlap(a, b) -> float:
     """The share of interval ``a = (lo, hi)`` (noise levels) that lies inside ``b``, measured in
     ``log sigma``: 1 when ``a`` is inside ``b``, 0 when they are disjoint. A point interval counts
     as 1 or 0 by whether it lies in ``b``."""
-    (a0, a1), (b0, b1) = (tuple(geometry._sigma(v, name) for v, name in zip(iv, ("lo", "hi")))
+    (a0, a1), (b0, b1) = (tuple(checks.sigma(v, name) for v, name in zip(iv, ("lo", "hi")))
                           for iv in (a, b))
     if a0 > a1 or b0 > b1:
         raise ValueError(f"intervals must have lo <= hi, got {a!r} and {b!r}")
@@ -317,31 +317,31 @@ def log_overlap(a, b) -> float:
 # ----------------------------------------------------------------------------------------------
 # the small-noise regime: Theorem 4.9 (App. B.2) on disjoint shells
 # ----------------------------------------------------------------------------------------------
-def disjoint_shells_sigma(data: torch.Tensor, x: float = 5.0) -> float:
+def disjoint_shells_sigma(data: torch.Tensor, tail: float = 5.0) -> float:
     """The largest noise level below which the Gaussian shells ``S_sigma(y_i)`` (Eq. 6) of ``data`` are
     pairwise disjoint, the hypothesis of Theorem 4.9 / B.6: ``min_{i != j} ||y_i - y_j|| / (2 r_+)``.
 
     Two shells of radii ``[sigma r_-, sigma r_+]`` around centres at distance ``D`` meet iff
     ``D <= 2 sigma r_+`` (in dimension ``d >= 2``), so they are all disjoint iff ``sigma`` is below this
     value. Then a point of ``S_sigma(y_i)`` is strictly closer to ``y_i`` than to any other ``y_j``."""
-    data = geometry._points(data, "data", min_rows=2)
-    geometry._check_finite_tensor(data, "data")
-    _, rp = geometry.shell_radii(data.shape[1], x)
+    data = checks.points(data, "data", min_rows=2)
+    checks.finite(data, "data")
+    _, rp = geometry.shell_radii(data.shape[1], tail)
     dist = geometry.nearest_neighbor_distances(data, data, 2)  # column 0: the point itself (or a duplicate)
     return float(dist[:, 1].min()) / (2.0 * rp)
 
 
-def shell_membership(z: torch.Tensor, data: torch.Tensor, sigma, x: float = 5.0) -> torch.Tensor:
+def shell_membership(z: torch.Tensor, data: torch.Tensor, sigma, tail: float = 5.0) -> torch.Tensor:
     """For each row of ``z``, the index of the nearest training point ``y_i`` whose shell
     ``S_sigma(y_i) = {sigma r_- <= ||z - y_i|| <= sigma r_+}`` (Eq. 6) contains it, or ``-1`` when ``z`` lies
     on no shell (``(b,)`` long). Exact float64 distances, streamed over chunks of ``data``."""
-    z = geometry._points(z, "z")
-    data = geometry._points(data, "data")
-    geometry._check_pair(z, data, "z", "data")
-    geometry._check_finite_tensor(z, "z")
-    geometry._check_finite_tensor(data, "data")
-    s = geometry._sigma(sigma)
-    rm, rp = geometry.shell_radii(data.shape[1], x)
+    z = checks.points(z, "z")
+    data = checks.points(data, "data")
+    checks.pair(z, data, "z", "data")
+    checks.finite(z, "z")
+    checks.finite(data, "data")
+    s = checks.sigma(sigma)
+    rm, rp = geometry.shell_radii(data.shape[1], tail)
     lo, hi = s * rm, s * rp
     b, n = z.shape[0], data.shape[0]
     best = torch.full((b,), math.inf, dtype=torch.float64, device=z.device)
@@ -358,22 +358,30 @@ def shell_membership(z: torch.Tensor, data: torch.Tensor, sigma, x: float = 5.0)
     return idx
 
 
-def shell_samples(data: torch.Tensor, sigma, generator: torch.Generator | None = None, x: float = 5.0):
+def shell_samples(data: torch.Tensor, sigma, generator: torch.Generator | None = None, tail: float = 5.0):
     """Noisy training samples on their own shell, the training inputs of Theorem 4.9's shell-only
     objective: ``(z, y)`` with ``z_i = y_i + sigma n_i``, ``n_i ~ N(0, I_d)`` conditioned on
-    ``r_- <= ||n_i|| <= r_+`` (redrawn until it holds; Lemma 4.5 makes a redraw rare)."""
-    data = geometry._points(data, "data")
-    geometry._check_finite_tensor(data, "data")
-    s = geometry._sigma(sigma)
-    rm, rp = geometry.shell_radii(data.shape[1], x)
+    ``r_- <= ||n_i|| <= r_+`` (redrawn until it holds; Lemma 4.5 makes a redraw rare). ``tail``: the
+    Laurent-Massart parameter of the shell radii (the paper's ``x``), here and below."""
+    data = checks.points(data, "data")
+    checks.finite(data, "data")
+    s = checks.sigma(sigma)
+    rm, rp = geometry.shell_radii(data.shape[1], tail)
     cd = data.dtype if data.dtype in (torch.float32, torch.float64) else torch.float32
-    noise = geometry._generator_randn(data.shape, generator, data.device, cd)
+    g = checks.generator(generator)
+
+    def randn(rows):
+        if g is None:
+            return torch.randn(rows, data.shape[1], device=data.device, dtype=cd)
+        return torch.randn(rows, data.shape[1], generator=g, device=g.device, dtype=cd).to(data.device)
+
+    noise = randn(data.shape[0])
     for _ in range(1000):
         nn = noise.norm(dim=1)
         off = (nn < rm) | (nn > rp)
         if not bool(off.any()):
             break
-        noise[off] = geometry._generator_randn((int(off.sum()), data.shape[1]), generator, data.device, cd)
+        noise[off] = randn(int(off.sum()))
     else:
         raise RuntimeError("could not draw noise on the shell (x too small?)")
     return data.to(cd) + s * noise, data.to(cd)
@@ -383,39 +391,39 @@ def nearest_neighbor_denoiser(z: torch.Tensor, data: torch.Tensor) -> torch.Tens
     """``D_NN(z)``: the nearest training point of each row of ``z`` (the ``sigma -> 0`` limit of the
     empirical optimal denoiser, and one of Theorem 4.9's global minimizers). Shape of ``z``."""
     shape = z.shape if isinstance(z, torch.Tensor) else None
-    zf = geometry._points(z, "z")
-    data = geometry._points(data, "data")
+    zf = checks.points(z, "z")
+    data = checks.points(data, "data")
     _, idx = geometry.nearest_neighbors(zf, data, 1, names=("z", "data"))
     return data[idx[:, 0]].to(zf.dtype).reshape(shape)
 
 
-def shell_denoiser(z: torch.Tensor, data: torch.Tensor, sigma, fallback=None, x: float = 5.0) -> torch.Tensor:
+def shell_denoiser(z: torch.Tensor, data: torch.Tensor, sigma, fallback=None, tail: float = 5.0) -> torch.Tensor:
     """A global minimizer of Theorem 4.9's shell-only objective that is *not* a nearest-neighbour map:
     ``y_i`` for ``z`` on the shell ``S_sigma(y_i)`` (:func:`shell_membership`), ``fallback(z, sigma)`` off
     every shell (default: ``z`` itself). With disjoint shells its loss on shell samples is 0, as for
     :func:`nearest_neighbor_denoiser`; the two differ only off the shells."""
     shape = z.shape if isinstance(z, torch.Tensor) else None
-    zf = geometry._points(z, "z")
-    data = geometry._points(data, "data")
+    zf = checks.points(z, "z")
+    data = checks.points(data, "data")
     if fallback is not None and not callable(fallback):
         raise TypeError(f"fallback must be callable (z, sigma) -> tensor or None, got {type(fallback).__name__}")
-    idx = shell_membership(zf, data, sigma, x)
+    idx = shell_membership(zf, data, sigma, tail)
     off = zf if fallback is None else fallback(zf, sigma).reshape(zf.shape).to(zf.dtype)
     on = data[idx.clamp_min(0)].to(zf.dtype)
     return torch.where((idx >= 0).unsqueeze(1), on, off).reshape(shape)
 
 
-def coverage_edge_estimate(train: torch.Tensor, test: torch.Tensor, x: float = 5.0) -> float:
+def coverage_edge_estimate(train: torch.Tensor, test: torch.Tensor, tail: float = 5.0) -> float:
     """The noise level where the coverage reaches about 1/2, from distances alone.
 
     ``C(sigma)`` is close to its Theorem 4.8 lower bound ``E phi_sigma(d_NN(x0))`` (Fig. 6), and
     ``phi_sigma(r)`` falls from about 1 to 0 where the mean ``r^2 + sigma^2 d`` of ``||a + sigma n||^2``
     crosses the outer shell radius ``sigma^2 r_+^2``, i.e. at ``r = sigma sqrt(r_+^2 - d)``. Hence
     ``C = 1/2`` near ``median_{x0 in test} d_NN(x0) / sqrt(r_+^2 - d)``."""
-    train = geometry._points(train, "train")
-    test = geometry._points(test, "test")
-    geometry._check_pair(test, train, "test", "train")
+    train = checks.points(train, "train")
+    test = checks.points(test, "test")
+    checks.pair(test, train, "test", "train")
     d = train.shape[1]
-    _, rp = geometry.shell_radii(d, x)
+    _, rp = geometry.shell_radii(d, tail)
     dn = geometry.nearest_neighbor_distances(test, train, 1)[:, 0]
     return float(dn.median()) / math.sqrt(rp * rp - d)

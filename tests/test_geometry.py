@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
+from paperlib import blocking, shells
 from paperlib import geometry as g
 from paperlib.edm import karras_sigmas
 
@@ -136,7 +137,7 @@ def test_nearest_neighbors_exact_vs_cdist_with_duplicates():
 
 
 def test_nearest_neighbors_float32_exact_distances_and_certified_fallback(monkeypatch):
-    monkeypatch.setattr(g, "BLOCK_BYTES", 4 * 64 * 50)  # many chunks
+    monkeypatch.setattr(blocking, "BLOCK_BYTES", 4 * 64 * 50)  # many chunks
     d = 3072
     q = torch.rand(3, d, generator=gen(14)) * 2 - 1
     # data on spheres around q[0] with radii differing by 1e-5 (far below float32 error of x.y):
@@ -233,11 +234,11 @@ def test_shell_hit_probability_known_value_and_monte_carlo():
 
 @pytest.mark.parametrize("d", [3, 50, 3072])
 def test_phi_table_interpolation_error(d):
-    h, vals, t_max, err = g._phi_table(d, 5.0)
+    h, vals, t_max, err = shells._phi_table(d, 5.0)
     assert err < 1e-11
     t = torch.rand(3000, generator=gen(24), dtype=F64) * t_max * 1.2
     exact = g.shell_hit_probability(t, 1.0, d)
-    assert (g._lagrange4(t, vals, h) - exact).abs().max().item() < 1e-10
+    assert (shells._lagrange4(t, vals, h) - exact).abs().max().item() < 1e-10
 
 
 # ------------------------------------------------------------------ Def. 4.6, Thm 4.8
@@ -266,7 +267,7 @@ def test_coverage_bounds_exact_and_sandwich_monte_carlo():
     # independent: scipy phi on all pairs
     D = cdist(test, train).numpy()
     for k, s in enumerate(sig.tolist()):
-        phi = g._phi_exact(D / s, d, 5.0)
+        phi = shells._phi_exact(D / s, d, 5.0)
         assert lo[k].item() == pytest.approx(phi[np.arange(25), D.argmin(1)].mean(), abs=1e-12)
         assert up[k].item() == pytest.approx(np.minimum(1, phi.sum(1)).mean(), abs=1e-9)
     assert bool((lo <= up + 1e-12).all())
