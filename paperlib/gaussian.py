@@ -147,10 +147,10 @@ def linear_gap(data: torch.Tensor, x: torch.Tensor, sigmas, noise: torch.Tensor 
     r"""Theorem 4.11, measured: how close the empirical optimal denoiser ``D*`` (Eq. 2) is to the
     Gaussian linear denoiser ``D_G`` (Eq. 7, fitted to ``data``) at each noise level.
 
-    For each ``sigma`` the inputs are ``x`` (clean, bounded inputs: the theorem's setting) or, with
-    ``noise``, ``x + sigma noise`` (the inputs met in sampling). Returns float64 tensors
-    ``(len(sigmas),)``: ``"to_gaussian"`` the mean of ``||D*(x; sigma) - D_G(x; sigma)||`` over the inputs and
-    ``"to_mean"`` the mean of ``||D*(x; sigma) - mu||``. Computed in float64.
+    Returns float64 tensors ``(len(sigmas),)``: ``"to_gaussian"``, the mean over the inputs ``x`` (clean,
+    bounded inputs: the theorem's setting) of ``||D*(x; sigma) - D_G(x; sigma)||``, and ``"to_mean"``, the
+    mean of ``||D*(x; sigma) - mu||``; with ``noise``, also ``"noisy_to_gaussian"`` and ``"noisy_to_mean"``
+    for the inputs ``x + sigma noise`` met in sampling. Computed in float64 (one fit of ``D_G``).
 
     Expanding the softmax in ``1/sigma^2`` gives, uniformly for bounded ``x``,
     ``D*(x; sigma) - D_G(x; sigma) = -m_3 / (2 sigma^2) + O(sigma^-4)`` with ``m_3`` = :func:`third_moment`:
@@ -166,12 +166,12 @@ def linear_gap(data: torch.Tensor, x: torch.Tensor, sigmas, noise: torch.Tensor 
             raise ValueError(f"noise must have x's shape {tuple(xf.shape)} and device, got {tuple(noise.shape)}")
     gld = GaussianLinearDenoiser.fit(data)
     d64, x64 = data.to(torch.float64), xf.to(torch.float64)
-    n64 = None if noise is None else noise.to(torch.float64)
-    to_g = torch.empty(sig.numel(), dtype=torch.float64)
-    to_mu = torch.empty_like(to_g)
+    kinds = {"": None} if noise is None else {"": None, "noisy_": noise.to(torch.float64)}
+    out = {f"{k}{q}": torch.empty(sig.numel(), dtype=torch.float64) for k in kinds for q in ("to_gaussian", "to_mean")}
     for k, s in enumerate(sig.tolist()):
-        xs = x64 if n64 is None else x64 + s * n64
-        Ds = empirical_denoiser(xs, d64, s)
-        to_g[k] = (Ds - gld(xs, s)).norm(dim=1).mean()
-        to_mu[k] = (Ds - gld.mean).norm(dim=1).mean()
-    return {"to_gaussian": to_g, "to_mean": to_mu}
+        for kind, n64 in kinds.items():
+            xs = x64 if n64 is None else x64 + s * n64
+            Ds = empirical_denoiser(xs, d64, s)
+            out[f"{kind}to_gaussian"][k] = (Ds - gld(xs, s)).norm(dim=1).mean()
+            out[f"{kind}to_mean"][k] = (Ds - gld.mean).norm(dim=1).mean()
+    return out

@@ -38,8 +38,11 @@ def test_linear_gap_against_brute_force_float64():
         w = torch.softmax(-torch.cdist(xs, y).square() / (2 * s * s), dim=1)
         Ds = w @ y
         Dg = mu + (xs - mu) @ torch.linalg.solve(cov + s * s * torch.eye(5, dtype=F64), cov)  # cov symmetric
-        assert got["to_gaussian"][k].item() == pytest.approx((Ds - Dg).norm(dim=1).mean().item(), rel=1e-9, abs=1e-13)
-        assert got["to_mean"][k].item() == pytest.approx((Ds - mu).norm(dim=1).mean().item(), rel=1e-9)
+        assert got["noisy_to_gaussian"][k].item() == pytest.approx((Ds - Dg).norm(dim=1).mean().item(), rel=1e-9, abs=1e-13)
+        assert got["noisy_to_mean"][k].item() == pytest.approx((Ds - mu).norm(dim=1).mean().item(), rel=1e-9)
+    clean = gaussian.linear_gap(y, x, sig)
+    assert set(clean) == {"to_gaussian", "to_mean"}
+    assert torch.equal(clean["to_gaussian"], got["to_gaussian"]) and torch.equal(clean["to_mean"], got["to_mean"])
 
 
 def test_gap_decays_like_sigma_minus_two_with_the_third_moment_constant():
