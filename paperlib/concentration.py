@@ -9,8 +9,9 @@ For a training point ``y_1 = data[index]`` and ``x = y_1 + sigma n``, Theorem 4.
 
 :func:`concentration_thresholds` computes both (a :class:`Thresholds` pair); :func:`failure_probability`
 is part 1's ``delta`` as a function of ``sigma`` (the smallest ``delta`` with ``sigma <= sigma_concentrated``);
-:func:`threshold_monte_carlo` checks the theorem by simulation (Remark 4.3); :func:`corollary_a2` is the
-companion's form of Corollary A.2 (flow matching), with its Monte Carlo check.
+:func:`threshold_monte_carlo` checks the theorem by simulation (Remark 4.3); :func:`lemma_a1_monte_carlo`
+checks Lemma A.1 (Eq. 18: the empirical denoiser stays within ``eps R_1`` of the point); :func:`corollary_a2`
+is the companion's form of Corollary A.2 (flow matching), with its Monte Carlo check.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .posterior import log_posterior_weights
 from .shells import shell_radii
 
 __all__ = ["Thresholds", "concentration_thresholds", "failure_probability", "ThresholdMonteCarlo",
-           "threshold_monte_carlo", "CorollaryA2", "corollary_a2"]
+           "threshold_monte_carlo", "CorollaryA2", "corollary_a2", "LemmaA1", "lemma_a1_monte_carlo"]
 
 
 class Thresholds(NamedTuple):
@@ -420,3 +421,79 @@ def corollary_a2(data: torch.Tensor, *, t: float, eta: float, n_images: int, n_n
     return CorollaryA2(index=idx.cpu(), nn=nn_c, R=R_c, delta1=delta1, ratio_bound=ratio_bound, cos_bound=cos_bound,
                        probability=prob, log_ratio=log_ratio, log_1mw=torch.cat(log_rest).reshape(len(idx), k),
                        n=Na, sigma=sig)
+
+
+class LemmaA1(NamedTuple):
+    """Result of :func:`lemma_a1_monte_carlo` (``p`` points, ``S`` noise levels, ``m`` noises per point).
+
+    ``points`` ``(p,)``; ``sigmas`` ``(S,)``; ``R``: ``R_1 = max_j ||y_j - y_1||`` ``(p,)``; ``bound``: Eq. 18's
+    ``eps R_1`` ``(p,)``; ``guarantee``: the lemma's probability ``max(0, 1 - delta_1(sigma))``
+    (:func:`failure_probability`) ``(S, p)``; ``within``: the fraction of draws with
+    ``||D*(x) - y_1|| <= eps R_1`` ``(S, p)``; ``log_deviation`` / ``log_1mw``: ``log ||D*(x) - y_1||`` and
+    ``log(1 - w_1(x))`` per draw ``(S, p, m)`` (``-inf`` where they underflow to 0 in float64).
+    """
+
+    points: torch.Tensor
+    sigmas: torch.Tensor
+    R: torch.Tensor
+    bound: torch.Tensor
+    guarantee: torch.Tensor
+    within: torch.Tensor
+    log_deviation: torch.Tensor
+    log_1mw: torch.Tensor
+    eps: float
+
+
+def lemma_a1_monte_carlo(data: torch.Tensor, sigmas, *, points, n_noise: int, noise_seed: int,
+                         eps: float = 0.05, chunk: int = 256) -> LemmaA1:
+    r"""Lemma A.1 (Eq. 18) against simulation: the empirical optimal denoiser is close to the point a
+    noisy sample came from.
+
+    The companion's reading of the lemma (its formulas were lost): for ``y_1 = data[i]``,
+    ``x = y_1 + sigma n`` and ``0 < eps < 1/2``, with probability at least ``1 - delta_1(sigma)``
+    (Theorem 4.2, part 1, :func:`failure_probability`) ``w_1(x; sigma) >= 1 - eps``, and consequently
+
+        ||D*(x; sigma) - y_1|| <= eps R_1,     R_1 = max_j ||y_j - y_1||     (Eq. 18),
+
+    since ``D* - y_1 = sum_{j != 1} w_j (y_j - y_1)`` has norm ``<= (1 - w_1) R_1`` (``R_1`` is at most the
+    diameter of the data set, so a form with the diameter follows).
+
+    For each point (in order) ``n_noise`` noises are drawn from a generator on ``data``'s device seeded
+    ``noise_seed`` and shared across ``sigmas``. ``D* - y_1`` and ``1 - w_1`` are computed from the log
+    weights of the *other* points relative to their largest one, so tiny values keep their relative
+    accuracy; ``chunk`` noisy queries at a time.
+    """
+    data = checks.points(data, "data", min_rows=2)
+    checks.finite(data, "data")
+    sig = checks.sigmas(sigmas)
+    eps = checks.probability(eps, "eps", 0.5)
+    m = checks.positive_int(n_noise, "n_noise")
+    noise_seed = checks.integer(noise_seed, "noise_seed", 0)
+    chunk = checks.positive_int(chunk, "chunk")
+    n, d = data.shape
+    pts = torch.as_tensor(_indices(points, n)[0], dtype=torch.long)
+    dev = data.device
+    g = torch.Generator(device=dev).manual_seed(noise_seed)
+    S, p = sig.numel(), pts.numel()
+    log_dev = torch.empty(S, p, m, dtype=torch.float64)
+    log_1mw = torch.empty_like(log_dev)
+    R = torch.empty(p, dtype=torch.float64)
+    for j, i in enumerate(pts.tolist()):
+        y1 = data[i]
+        R[j] = torch.linalg.vector_norm(data.to(torch.float64) - y1.to(torch.float64), dim=1).max().cpu()
+        noise = torch.randn(m, d, generator=g, device=dev, dtype=data.dtype)
+        for k, s in enumerate(sig.tolist()):
+            for c0 in range(0, m, chunk):
+                lw = log_posterior_weights(y1 + s * noise[c0:c0 + chunk], data, s)
+                lw[:, i] = -math.inf
+                mx = lw.amax(1, keepdim=True)
+                wt = (lw - mx).exp()
+                e = wt @ data - wt.sum(1, keepdim=True) * y1
+                log_dev[k, j, c0:c0 + chunk] = (mx.squeeze(1) + e.norm(dim=1).log()).double().cpu()
+                log_1mw[k, j, c0:c0 + chunk] = (mx.squeeze(1) + wt.sum(1).log()).double().cpu()
+    bound = eps * R
+    delta1 = torch.as_tensor(_delta1(_nn_other(data, pts.tolist()).cpu().numpy()[None, :], n,
+                                     sig.numpy()[:, None], eps), dtype=torch.float64)
+    within = (log_dev <= bound.log()[None, :, None]).double().mean(2)
+    return LemmaA1(points=pts, sigmas=sig, R=R, bound=bound, guarantee=(1 - delta1).clamp_min(0), within=within,
+                   log_deviation=log_dev, log_1mw=log_1mw, eps=eps)

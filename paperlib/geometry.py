@@ -15,13 +15,13 @@ kernels and rounding-error bounds).
 from __future__ import annotations
 
 from .blocking import BLOCK_BYTES
-from .concentration import (CorollaryA2, ThresholdMonteCarlo, Thresholds, concentration_thresholds,
-                            corollary_a2, failure_probability, threshold_monte_carlo)
-from .gaussian import GaussianLinearDenoiser, fit_gaussian, gaussian_linear_denoiser
+from .concentration import (CorollaryA2, LemmaA1, ThresholdMonteCarlo, Thresholds, concentration_thresholds,
+                            corollary_a2, failure_probability, lemma_a1_monte_carlo, threshold_monte_carlo)
+from .gaussian import GaussianLinearDenoiser, fit_gaussian, gaussian_linear_denoiser, linear_gap, third_moment
 from .neighbors import nearest_neighbor_distances, nearest_neighbors
 from .posterior import (empirical_denoiser, log_posterior_weights, max_posterior_weight, max_weight_at,
                         posterior_weight_curves, posterior_weights, self_posterior_weight)
-from .shells import coverage, coverage_bounds, shell_hit_probability, shell_radii
+from .shells import coverage, coverage_bounds, pair_upper_bound, shell_hit_probability, shell_radii
 
 __all__ = [
     "BLOCK_BYTES",
@@ -35,6 +35,7 @@ __all__ = [
     "shell_hit_probability",
     "coverage",
     "coverage_bounds",
+    "pair_upper_bound",
     "Thresholds",
     "concentration_thresholds",
     "failure_probability",
@@ -42,10 +43,14 @@ __all__ = [
     "threshold_monte_carlo",
     "CorollaryA2",
     "corollary_a2",
+    "LemmaA1",
+    "lemma_a1_monte_carlo",
     "max_weight_at",
     "nearest_neighbors",
     "nearest_neighbor_distances",
     "fit_gaussian",
     "gaussian_linear_denoiser",
     "GaussianLinearDenoiser",
+    "third_moment",
+    "linear_gap",
 ]

@@ -19,7 +19,9 @@ import torch
 
 from . import checks, geometry
 
-__all__ = ["DangerZone", "band", "danger_zone", "crossing", "log_overlap", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas"]
+__all__ = ["DangerZone", "band", "danger_zone", "crossing", "log_overlap", "ddpm_sigmas", "ddpm_timesteps", "default_sigmas",
+           "disjoint_shells_sigma", "shell_membership", "shell_samples", "nearest_neighbor_denoiser", "shell_denoiser",
+           "coverage_edge_estimate"]
 
 
 def default_sigmas(n: int = 64, sigma_min: float = 0.002, sigma_max: float = 80.0) -> torch.Tensor:
@@ -318,3 +320,118 @@ def log_overlap(a, b) -> float:
     if la1 == la0:
         return float(lb0 <= la0 <= lb1)
     return max(0.0, min(la1, lb1) - max(la0, lb0)) / (la1 - la0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the small-noise regime: Theorem 4.9 (App. B.2) on disjoint shells
+# ----------------------------------------------------------------------------------------------
+def disjoint_shells_sigma(data: torch.Tensor, tail: float = 5.0) -> float:
+    """The largest noise level below which the Gaussian shells ``S_sigma(y_i)`` (Eq. 6) of ``data`` are
+    pairwise disjoint, the hypothesis of Theorem 4.9 / B.6: ``min_{i != j} ||y_i - y_j|| / (2 r_+)``.
+
+    Two shells of radii ``[sigma r_-, sigma r_+]`` around centres at distance ``D`` meet iff
+    ``D <= 2 sigma r_+`` (in dimension ``d >= 2``), so they are all disjoint iff ``sigma`` is below this
+    value. Then a point of ``S_sigma(y_i)`` is strictly closer to ``y_i`` than to any other ``y_j``."""
+    data = checks.points(data, "data", min_rows=2)
+    checks.finite(data, "data")
+    _, rp = geometry.shell_radii(data.shape[1], tail)
+    dist = geometry.nearest_neighbor_distances(data, data, 2)  # column 0: the point itself (or a duplicate)
+    return float(dist[:, 1].min()) / (2.0 * rp)
+
+
+def shell_membership(z: torch.Tensor, data: torch.Tensor, sigma, tail: float = 5.0) -> torch.Tensor:
+    """For each row of ``z``, the index of the nearest training point ``y_i`` whose shell
+    ``S_sigma(y_i) = {sigma r_- <= ||z - y_i|| <= sigma r_+}`` (Eq. 6) contains it, or ``-1`` when ``z`` lies
+    on no shell (``(b,)`` long). Exact float64 distances, streamed over chunks of ``data``."""
+    z = checks.points(z, "z")
+    data = checks.points(data, "data")
+    checks.pair(z, data, "z", "data")
+    checks.finite(z, "z")
+    checks.finite(data, "data")
+    s = checks.sigma(sigma)
+    rm, rp = geometry.shell_radii(data.shape[1], tail)
+    lo, hi = s * rm, s * rp
+    b, n = z.shape[0], data.shape[0]
+    best = torch.full((b,), math.inf, dtype=torch.float64, device=z.device)
+    idx = torch.full((b,), -1, dtype=torch.long, device=z.device)
+    z64 = z.to(torch.float64)
+    rows = max(1, (16 * 2**20) // (8 * max(1, b)))
+    for c0 in range(0, n, rows):
+        dist = torch.cdist(z64, data[c0:c0 + rows].to(torch.float64))
+        dist = torch.where((dist >= lo) & (dist <= hi), dist, torch.full_like(dist, math.inf))
+        v, i = dist.min(dim=1)
+        better = v < best
+        best = torch.where(better, v, best)
+        idx = torch.where(better, i + c0, idx)
+    return idx
+
+
+def shell_samples(data: torch.Tensor, sigma, generator: torch.Generator | None = None, tail: float = 5.0):
+    """Noisy training samples on their own shell, the training inputs of Theorem 4.9's shell-only
+    objective: ``(z, y)`` with ``z_i = y_i + sigma n_i``, ``n_i ~ N(0, I_d)`` conditioned on
+    ``r_- <= ||n_i|| <= r_+`` (redrawn until it holds; Lemma 4.5 makes a redraw rare). ``tail``: the
+    Laurent-Massart parameter of the shell radii (the paper's ``x``), here and below."""
+    data = checks.points(data, "data")
+    checks.finite(data, "data")
+    s = checks.sigma(sigma)
+    rm, rp = geometry.shell_radii(data.shape[1], tail)
+    cd = data.dtype if data.dtype in (torch.float32, torch.float64) else torch.float32
+    g = checks.generator(generator)
+
+    def randn(rows):
+        if g is None:
+            return torch.randn(rows, data.shape[1], device=data.device, dtype=cd)
+        return torch.randn(rows, data.shape[1], generator=g, device=g.device, dtype=cd).to(data.device)
+
+    noise = randn(data.shape[0])
+    for _ in range(1000):
+        nn = noise.norm(dim=1)
+        off = (nn < rm) | (nn > rp)
+        if not bool(off.any()):
+            break
+        noise[off] = randn(int(off.sum()))
+    else:
+        raise RuntimeError("could not draw noise on the shell (x too small?)")
+    return data.to(cd) + s * noise, data.to(cd)
+
+
+def nearest_neighbor_denoiser(z: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """``D_NN(z)``: the nearest training point of each row of ``z`` (the ``sigma -> 0`` limit of the
+    empirical optimal denoiser, and one of Theorem 4.9's global minimizers). Shape of ``z``."""
+    shape = z.shape if isinstance(z, torch.Tensor) else None
+    zf = checks.points(z, "z")
+    data = checks.points(data, "data")
+    _, idx = geometry.nearest_neighbors(zf, data, 1, names=("z", "data"))
+    return data[idx[:, 0]].to(zf.dtype).reshape(shape)
+
+
+def shell_denoiser(z: torch.Tensor, data: torch.Tensor, sigma, fallback=None, tail: float = 5.0) -> torch.Tensor:
+    """A global minimizer of Theorem 4.9's shell-only objective that is *not* a nearest-neighbour map:
+    ``y_i`` for ``z`` on the shell ``S_sigma(y_i)`` (:func:`shell_membership`), ``fallback(z, sigma)`` off
+    every shell (default: ``z`` itself). With disjoint shells its loss on shell samples is 0, as for
+    :func:`nearest_neighbor_denoiser`; the two differ only off the shells."""
+    shape = z.shape if isinstance(z, torch.Tensor) else None
+    zf = checks.points(z, "z")
+    data = checks.points(data, "data")
+    if fallback is not None and not callable(fallback):
+        raise TypeError(f"fallback must be callable (z, sigma) -> tensor or None, got {type(fallback).__name__}")
+    idx = shell_membership(zf, data, sigma, tail)
+    off = zf if fallback is None else fallback(zf, sigma).reshape(zf.shape).to(zf.dtype)
+    on = data[idx.clamp_min(0)].to(zf.dtype)
+    return torch.where((idx >= 0).unsqueeze(1), on, off).reshape(shape)
+
+
+def coverage_edge_estimate(train: torch.Tensor, test: torch.Tensor, tail: float = 5.0) -> float:
+    """The noise level where the coverage reaches about 1/2, from distances alone.
+
+    ``C(sigma)`` is close to its Theorem 4.8 lower bound ``E phi_sigma(d_NN(x0))`` (Fig. 6), and
+    ``phi_sigma(r)`` falls from about 1 to 0 where the mean ``r^2 + sigma^2 d`` of ``||a + sigma n||^2``
+    crosses the outer shell radius ``sigma^2 r_+^2``, i.e. at ``r = sigma sqrt(r_+^2 - d)``. Hence
+    ``C = 1/2`` near ``median_{x0 in test} d_NN(x0) / sqrt(r_+^2 - d)``."""
+    train = checks.points(train, "train")
+    test = checks.points(test, "test")
+    checks.pair(test, train, "test", "train")
+    d = train.shape[1]
+    _, rp = geometry.shell_radii(d, tail)
+    dn = geometry.nearest_neighbor_distances(test, train, 1)[:, 0]
+    return float(dn.median()) / math.sqrt(rp * rp - d)

@@ -4,7 +4,8 @@
 * Def. 4.7   ``phi_sigma(r)``, the probability of hitting a shell at distance ``r`` -- :func:`shell_hit_probability`.
 * Def. 4.6   coverage ``C(sigma)`` by Monte Carlo           -- :func:`coverage` (``leave_one_out=True``:
   each training point against the shells of the others).
-* Thm 4.8    lower and upper bounds on the coverage          -- :func:`coverage_bounds`.
+* Thm 4.8    lower and upper bounds on the coverage          -- :func:`coverage_bounds` (for a given
+  training set), :func:`pair_upper_bound` (the paper's upper bound ``N E phi(||X - X'||)``, App. E.2).
 
 The Laurent-Massart parameter (the paper's ``x`` in ``1 - 2 e^{-x}``) is called ``tail`` here, so that
 ``x`` always means query points; ``x=`` is still accepted as a keyword for it.
@@ -27,7 +28,7 @@ from scipy import stats as _stats
 
 from . import blocking, checks
 
-__all__ = ["shell_radii", "shell_hit_probability", "coverage", "coverage_bounds"]
+__all__ = ["shell_radii", "shell_hit_probability", "coverage", "coverage_bounds", "pair_upper_bound"]
 
 _SHELL_TAIL = 1e-18  # phi_sigma(r) is tabulated up to r/sigma where its (monotone) upper bound < this
 
@@ -292,3 +293,44 @@ def coverage_bounds(train: torch.Tensor, test: torch.Tensor, sigmas, *, tail: fl
             bar.update(r.shape[0])
     bar.close()
     return lower.to(dev), upper_sum / m
+
+
+def pair_upper_bound(data: torch.Tensor, sigmas, n_train: int, *, n_pairs: int, seed: int,
+                     tail: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Theorem 4.8's upper bound as the paper states it, ``N E[phi_sigma(||X - X'||)]``: ``X`` and ``X'``
+    independent draws from the data distribution, ``N = n_train`` the size of an i.i.d. training set
+    (App. B.1). Estimated as in App. E.2 from ``n_pairs`` random pairs of distinct points of ``data``
+    (indices uniform, from a CPU generator seeded ``seed``), ``phi`` interpolated from its exact table.
+
+    Returns ``(bound, standard_error)``, float64 ``(len(sigmas),)``. Not clipped at 1 (a coverage is a
+    probability, so ``min(1, bound)`` is the usable form). It bounds the coverage *averaged over random
+    training sets*; for a given set, :func:`coverage_bounds`'s ``upper`` (clipped per test point) is
+    the conditional form, and on average over sets it is never looser than this one (Jensen:
+    ``E min(1, S) <= min(1, E S)``).
+    """
+    data = checks.points(data, "data", min_rows=2)
+    checks.finite(data, "data")
+    sig = checks.sigmas(sigmas)
+    n_train = checks.positive_int(n_train, "n_train")
+    n_pairs = checks.positive_int(n_pairs, "n_pairs", 2)
+    seed = checks.integer(seed, "seed", 0)
+    m, d = data.shape
+    _, t = _tail(d, tail)
+    h, vals, _, _ = _phi_table(d, t)
+    g = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, m, (n_pairs,), generator=g)
+    j = torch.randint(0, m - 1, (n_pairs,), generator=g)
+    j = j + (j >= i).long()  # uniform over the other points
+    dist = torch.empty(n_pairs, dtype=torch.float64)
+    rows = max(1, (16 * 2**20) // (8 * d))
+    for r0 in range(0, n_pairs, rows):
+        a = data[i[r0:r0 + rows].to(data.device)].to(torch.float64)
+        b = data[j[r0:r0 + rows].to(data.device)].to(torch.float64)
+        dist[r0:r0 + rows] = torch.linalg.vector_norm(a - b, dim=1).cpu()
+    bound = torch.empty(sig.numel(), dtype=torch.float64)
+    se = torch.empty_like(bound)
+    for k, s in enumerate(sig.tolist()):
+        v = n_train * _lagrange4(dist / s, vals, h)
+        bound[k] = v.mean()
+        se[k] = v.std() / math.sqrt(n_pairs)
+    return bound, se

@@ -148,3 +148,71 @@ def test_band_and_log_overlap_against_closed_forms():
         rg.log_overlap((4, 1), (1, 2))
     with pytest.raises(ValueError, match="entries"):
         rg.band(s, y[:-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# the small-noise regime (Thm 4.9) and the coverage-edge estimate
+# ---------------------------------------------------------------------------------------------
+def test_disjoint_shells_sigma_is_the_touching_level():
+    train, _ = clusters(d=16, k=3, per_train=5)
+    s0 = rg.disjoint_shells_sigma(train)
+    rm, rp = g.shell_radii(16)
+    D = torch.cdist(train, train)
+    D.fill_diagonal_(math.inf)
+    assert s0 == pytest.approx(D.min().item() / (2 * rp), rel=1e-12)
+    # just below: no point lies on two shells; just above, the midpoint of the closest pair does
+    i, j = divmod(int(D.argmin()), D.shape[0])
+    mid = 0.5 * (train[i] + train[j])
+    assert (rg.shell_membership(mid[None], train, s0 * 1.01) >= 0).all()
+    assert (rg.shell_membership(mid[None], train, s0 * 0.99) == -1).all()
+    with pytest.raises(ValueError, match="data"):
+        rg.disjoint_shells_sigma(train[:1])
+
+
+def test_shell_membership_against_brute_force():
+    train, test = clusters(d=32, k=4, per_train=6, per_test=5)
+    for s in (0.05, 0.3, 1.0, 3.0):
+        z = test + s * torch.randn(test.shape, generator=gen(8), dtype=F64)
+        got = rg.shell_membership(z, train, s)
+        rm, rp = g.shell_radii(32)
+        D = torch.cdist(z, train)
+        inside = (D >= s * rm) & (D <= s * rp)
+        want = torch.where(inside.any(1), torch.where(inside, D, torch.full_like(D, math.inf)).argmin(1),
+                           torch.full((z.shape[0],), -1))
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="sigma"):
+        rg.shell_membership(test, train, 0.0)
+
+
+def test_two_minimizers_of_the_shell_objective_differ_only_off_the_shells():
+    train, test = clusters(d=64, k=4, per_train=5, per_test=5)
+    s = 0.9 * rg.disjoint_shells_sigma(train)
+    z, y = rg.shell_samples(train, s, generator=gen(4))
+    rm, rp = g.shell_radii(64)
+    nrm = (z - y).norm(dim=1) / s
+    assert bool(((nrm >= rm) & (nrm <= rp)).all())
+    # both fit every shell sample exactly (loss 0) ...
+    assert torch.equal(rg.nearest_neighbor_denoiser(z, train), y)
+    assert torch.equal(rg.shell_denoiser(z, train, s), y)
+    # ... but off the shells one copies the nearest training point and the other returns its fallback
+    zt = test + 0.1 * s * torch.randn(test.shape, generator=gen(5), dtype=F64)
+    assert (rg.shell_membership(zt, train, s) == -1).all()
+    nn = train[torch.cdist(zt, train).argmin(1)]
+    assert torch.equal(rg.nearest_neighbor_denoiser(zt, train), nn)
+    assert torch.equal(rg.shell_denoiser(zt, train, s), zt)
+    assert torch.equal(rg.shell_denoiser(zt, train, s, fallback=lambda v, sg: 2 * v), 2 * zt)
+    with pytest.raises(TypeError, match="fallback"):
+        rg.shell_denoiser(zt, train, s, fallback=3)
+
+
+def test_coverage_edge_estimate_predicts_where_coverage_is_one_half():
+    train, test = clusters(d=256, k=10, per_train=20, per_test=20)
+    sig = rg.default_sigmas(60, 1e-2, 1e1)
+    lower, _ = g.coverage_bounds(train, test, sig, progress=False)
+    edge = rg.crossing(sig, lower, 0.5)
+    est = rg.coverage_edge_estimate(train, test)
+    # exact formula
+    dn = torch.cdist(test, train).min(1).values.median().item()
+    _, rp = g.shell_radii(256)
+    assert est == pytest.approx(dn / math.sqrt(rp ** 2 - 256), rel=1e-12)
+    assert est == pytest.approx(edge, rel=0.1)
