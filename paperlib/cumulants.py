@@ -49,7 +49,7 @@ from . import progress
 
 __all__ = ["MixedCumulantModel", "three_point_law", "diffusion_noise", "TiedDenoiser", "overlaps",
            "population_loss", "loss_curve", "fit_exponent", "sgd_step_size", "online_sgd",
-           "gaussian_clone", "NONGAUSS", "SPIKE", "MEAN"]
+           "gaussian_clone", "grayscale", "sample_complexity", "NONGAUSS", "SPIKE", "MEAN"]
 
 F64 = torch.float64
 #: coordinates of the planted latents (the public code's layout)
@@ -385,6 +385,27 @@ def online_sgd(model: MixedCumulantModel, target: str, *, t: float, lr: float, b
     return {"samples": hit, "samples_seen": seen, "init_overlap": init, "history": np.array(history)}
 
 
+def sample_complexity(model_for_d, target: str, ds, seeds, *, k: int, eta0: float, batch: int, t: float,
+                      max_samples_for_d, threshold: float = 0.5, desc: str = "online SGD", **kwargs) -> np.ndarray:
+    """Samples to reach ``threshold`` (:func:`online_sgd`) for every ``d`` in ``ds`` and seed in ``seeds``:
+    ``(len(ds), len(seeds))`` (``nan``: not reached). ``model_for_d(d)`` builds the model, the step size is
+    :func:`sgd_step_size` ``(d, k, batch, eta0)``, each run starts at overlap ``1/sqrt(d)`` (the typical random
+    overlap) unless ``init_overlap`` is given, and ``max_samples_for_d(d)`` caps each run."""
+    ds, seeds = [int(d) for d in ds], [int(s) for s in seeds]
+    out = np.full((len(ds), len(seeds)), np.nan)
+    bar = progress.bar(total=len(ds) * len(seeds), desc=desc)
+    for i, d in enumerate(ds):
+        lr = sgd_step_size(d, k, batch, eta0)
+        for j, seed in enumerate(seeds):
+            kw = dict(kwargs)
+            kw.setdefault("init_overlap", 1 / math.sqrt(d))
+            out[i, j] = online_sgd(model_for_d(d), target, t=t, lr=lr, batch=batch, threshold=threshold,
+                                   max_samples=int(max_samples_for_d(d)), seed=seed, **kw)["samples"]
+            bar.update(1)
+    bar.close()
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Gaussian clones of a data set
 # ----------------------------------------------------------------------------------------------
@@ -410,3 +431,11 @@ def gaussian_clone(data: torch.Tensor, n: int, kind: str = "mean_cov", generator
         lam, q = torch.linalg.eigh(cov)
         out = mu + (g * lam.clamp_min(0).sqrt()) @ q.T
     return out.to(data.dtype).reshape(n, *data.shape[1:])
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """RGB images ``(n, 3, H, W)`` to one channel ``(n, 1, H, W)`` with the ITU-R 601 luma weights."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (n, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device).reshape(1, 3, 1, 1)
+    return (images * w).sum(1, keepdim=True)

@@ -245,3 +245,18 @@ def test_gaussian_clones_match_the_moments():
         C.gaussian_clone(data, 3, "cov")
     with pytest.raises(TypeError, match="data"):
         C.gaussian_clone(np.ones((3, 2)), 3)
+
+
+def test_sample_complexity_grid_and_grayscale():
+    out = C.sample_complexity(lambda d: C.MixedCumulantModel(d, spike=10.0), "spike", [8, 16], [0, 1], k=2, eta0=0.01,
+                              batch=16, t=0.1, max_samples_for_d=lambda d: 100_000)
+    assert out.shape == (2, 2) and np.isfinite(out).all()
+    single = C.online_sgd(C.MixedCumulantModel(16, spike=10.0), "spike", t=0.1, lr=C.sgd_step_size(16, 2, 16, 0.01),
+                          batch=16, max_samples=100_000, seed=1, init_overlap=0.25)
+    assert out[1, 1] == single["samples"]
+    img = torch.rand(2, 3, 4, 4)
+    gray = C.grayscale(img)
+    assert gray.shape == (2, 1, 4, 4)
+    assert torch.allclose(gray[:, 0], 0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2])
+    with pytest.raises(ValueError, match="images"):
+        C.grayscale(torch.rand(2, 1, 4, 4))
