@@ -39,8 +39,10 @@ def chapter_settings(stem: str) -> dict:
     cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     cell = next(c for c in cells if "config.choose(" in c)
     ns: dict = {}
+    threads = torch.get_num_threads()
     with contextlib.redirect_stdout(io.StringIO()):  # the cell prints its settings
         exec(compile(cell, f"{stem}:settings", "exec"), ns)  # imports, report.start (throw-away cache), P = ...
+    torch.set_num_threads(threads)  # a settings cell may set the chapter's threads: keep the benchmark's
     return ns["P"]
 
 
@@ -92,7 +94,10 @@ def main(argv=None) -> None:
     ap.add_argument("--clock", choices=["wall", "cpu"], default=None,
                     help="wall time (default on GPUs) or this process's CPU time (default on CPUs: robust to load)")
     ap.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines to this file")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="paperlib-bench-") as tmp:
         os.environ["PAPERLIB_CACHE"] = tmp
         from paperlib import config, sampling, training
