@@ -394,7 +394,7 @@ def times_table(rows: list[dict], meta: dict) -> str:
 def build_site(executed: Path, chapters: list[str], output: Path = ROOT) -> float:
     """Build the HTML site into ``output/_build/html`` from the executed notebooks, executing nothing."""
     import yaml
-    src = BUILD / "site-src"
+    src = output / "_build" / "site-src"
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("build.py", "__pycache__"))
     (src / "notebooks").mkdir()
@@ -408,7 +408,7 @@ def build_site(executed: Path, chapters: list[str], output: Path = ROOT) -> floa
     cmd = [str(jb), "build", str(src), "--all", "--config", str(src / "book" / "_config.yml"),
            "--toc", str(src / "book" / "_toc.yml"), "--path-output", str(output)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    log = BUILD / "site-build.log"
+    log = output / "_build" / "site-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
