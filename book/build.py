@@ -125,6 +125,7 @@ class Console:
     def __init__(self, chapter: str, every: float):
         self.chapter, self.every, self.t0 = chapter, every, time.monotonic()
         self.last_bar: dict[str, float] = {}
+        self.finished: set[str] = set()
         self.last_print = time.monotonic()
         self.lock = threading.Lock()
 
@@ -145,12 +146,18 @@ class Console:
                 continue
             desc, done = m["desc"].strip() or "progress", m["pct"] == "100"
             now = time.monotonic()
+            if done and desc in self.finished:
+                continue  # the same bar's final refreshes (postfix, close)
+            self.finished.discard(desc)
+            if m["pct"] == "0":
+                continue  # said at its first step
             first = desc not in self.last_bar
             if first or done or now - self.last_bar[desc] >= self.every:
                 self.last_bar[desc] = now
                 self.say(f"{desc}: {m['pct']:>3}% {m['rest']}")
             if done:
                 self.last_bar.pop(desc, None)
+                self.finished.add(desc)
 
 
 def _kernel_cpu(pid: int | None) -> float | None:
@@ -173,9 +180,10 @@ def _kernel_cpu(pid: int | None) -> float | None:
         return None
 
 
-def run_chapter(chapter: str, out: Path, *, stall_minutes: float, silent_minutes: float,
+def run_chapter(path: Path, out: Path, *, stall_minutes: float, silent_minutes: float,
                 progress_every: float, heartbeat_minutes: float) -> dict:
-    """Execute one chapter notebook; write it (without stderr streams) to ``out``; return its row."""
+    """Execute the notebook ``path`` in its folder; write it (without stderr streams) to ``out``; return its row."""
+    chapter = path.stem
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
@@ -191,7 +199,7 @@ def run_chapter(chapter: str, out: Path, *, stall_minutes: float, silent_minutes
                 return None  # progress bars and warnings go to the terminal, not to the page
             return super().process_message(msg, cell, cell_index)
 
-    nb = nbformat.read(NOTEBOOKS / f"{chapter}.ipynb", as_version=4)
+    nb = nbformat.read(path, as_version=4)
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
 
     def on_start(cell, cell_index, **_):
@@ -210,7 +218,7 @@ def run_chapter(chapter: str, out: Path, *, stall_minutes: float, silent_minutes
         if process is not None and process.stderr is not None:
             threading.Thread(target=pump, args=(process.stderr,), daemon=True).start()
 
-    client = Client(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}},
+    client = Client(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
                     on_cell_execute=on_start, on_cell_executed=on_done, on_notebook_start=on_notebook_start)
 
     def kernel_pid():
@@ -236,18 +244,19 @@ def run_chapter(chapter: str, out: Path, *, stall_minutes: float, silent_minutes
 
     def watchdog():
         last_beat = time.monotonic()
-        while not stop.wait(5):
+        while not stop.wait(min(5.0, stall_minutes * 10)):
             if state["cell"] is None or state["stalled"]:
                 continue
             now = time.monotonic()
             cpu = _kernel_cpu(kernel_pid())
             if cpu is not None:
                 state["cpu"].append((now, cpu))
+                state["cpu"] = [(t, c) for t, c in state["cpu"] if t >= now - stall_minutes * 60 - 120]
             quiet = now - state["activity"]
             pos = code_cells.index(state["cell"]) + 1 if state["cell"] in code_cells else "?"
             if quiet > stall_minutes * 60 and cpu is not None:
-                window = [(t, c) for t, c in state["cpu"] if t >= now - stall_minutes * 60]
-                if window and now - window[0][0] > 0.9 * stall_minutes * 60 and cpu - window[0][1] < 0.02 * (now - window[0][0]):
+                old = [(t, c) for t, c in state["cpu"] if t <= now - stall_minutes * 60]  # CPU then and now
+                if old and cpu - old[-1][1] < 0.02 * (now - old[-1][0]):
                     interrupt(f"code cell {pos}/{len(code_cells)} wrote nothing and used no CPU for "
                               f"{stall_minutes:g} min")
                     continue
@@ -305,19 +314,21 @@ def run_chapter(chapter: str, out: Path, *, stall_minutes: float, silent_minutes
 # ----------------------------------------------------------------------------------------------
 def execute(chapters: list[str], out: Path, *, jobs: int = 1, env: dict | None = None,
             worker_args: list[str] = ()) -> list[dict]:
-    """Execute ``chapters`` (each in a worker process), respecting :func:`after`; return their rows."""
+    """Execute ``chapters`` (each in a worker process), respecting :func:`after`; return their rows.
+
+    A chapter is a name in ``notebooks/`` or the path of a notebook (``*.ipynb``)."""
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ if env is None else env)
     env["PAPERLIB_PROGRESS"] = "auto"  # bars on the kernel's stderr stream, which the worker forwards
     if jobs > 1:
         threads = str(max(1, (os.cpu_count() or 1) // jobs))
         env.update(PAPERLIB_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    needs = {c: after(c, chapters) for c in chapters}
+    needs = {c: set() if c.endswith(".ipynb") else after(c, chapters) for c in chapters}
     rows: dict[str, dict] = {}
     procs: dict[str, subprocess.Popen] = {}
 
     def work(chapter: str) -> dict:
-        result = out / f"{chapter}.result.json"
+        result = out / f"{Path(chapter).name.removesuffix('.ipynb')}.result.json"
         result.unlink(missing_ok=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", chapter, "--executed", str(out), *worker_args]
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
@@ -443,8 +454,9 @@ def main(argv=None) -> int:
                  progress_every=args.progress_every, heartbeat_minutes=args.heartbeat_minutes)
 
     if args.worker:
-        row = run_chapter(args.worker, args.executed, **watch)
-        (args.executed / f"{args.worker}.result.json").write_text(json.dumps(row))
+        path = Path(args.worker) if args.worker.endswith(".ipynb") else NOTEBOOKS / f"{args.worker}.ipynb"
+        row = run_chapter(path, args.executed, **watch)
+        (args.executed / f"{path.stem}.result.json").write_text(json.dumps(row))
         return 0
 
     def on_term(signum, frame):
