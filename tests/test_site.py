@@ -16,6 +16,7 @@ It writes a full-page screenshot of every page to ``_build/artefacts/screenshots
 ``$PAPERLIB_SCREENSHOTS``). ``PAPERLIB_SITE=<folder with index.html>`` checks an already built site
 instead of building one. Skipped when chromium is not installed (`.ci/run` installs it).
 """
+import base64
 import functools
 import http.server
 import os
@@ -68,8 +69,11 @@ def site(tmp_path_factory):
                               cwd=ROOT, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-8000:]
         html = out / "_build" / "html"
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
-    handler.log_message = lambda *a, **k: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -97,7 +101,10 @@ def browser():
 
 def open_page(browser, url):
     browser.get(url)
-    browser.execute_script("return document.fonts.ready")
+    browser.execute_async_script(  # fonts loaded and equations typeset: what a reader sees
+        "const done = arguments[arguments.length - 1];"
+        "const mj = window.MathJax && MathJax.startup && MathJax.startup.promise;"
+        "Promise.all([document.fonts.ready, mj || Promise.resolve()]).then(() => done(true), () => done(false));")
     assert browser.execute_script("return document.documentElement.clientWidth") == WIDTH_PX
 
 
@@ -132,39 +139,54 @@ return Array.from(document.querySelectorAll('.cell_input')).filter(el => {
 }).map(el => el.textContent);"""
 
 
-@pytest.mark.parametrize("page", toc_pages())
-def test_page_renders(site, browser, page):
-    open_page(browser, f"{site}/{page}.html")
-    assert browser.find_elements("css selector", "main h1"), f"{page}: no title"
-    assert browser.execute_script(BROKEN_IMAGES) == [], f"{page}: broken images"
-    errors = browser.find_elements("css selector", ".output.traceback, .output.error, .cell_output .stderr")
-    assert not errors, f"{page}: error output: {errors[0].text[:500]}"
-    assert "Traceback (most recent call last)" not in browser.page_source
-    if page.startswith("notebooks/") and not page.endswith("scoreboard"):
-        assert browser.execute_script(FIGURES), f"{page}: an executed chapter shows no figure"
-    # a full-page screenshot at the laptop width, for a person to look at
-    height = min(browser.execute_script("return document.documentElement.scrollHeight"), 30000)
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": WIDTH_PX, "height": height, "deviceScaleFactor": 1, "mobile": False})
-    try:
-        screenshot_dir().mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(screenshot_dir() / (page.replace("/", "_") + ".png")))
-    finally:
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": WIDTH_PX, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+@pytest.fixture(scope="module")
+def visit(site, browser):
+    """``visit(page)``: open the page once at 1300 px, measure what the tests check, save a screenshot."""
+    seen = {}
+
+    def measure(page):
+        if page not in seen:
+            open_page(browser, f"{site}/{page}.html")
+            seen[page] = {
+                "title": bool(browser.find_elements("css selector", "main h1")),
+                "broken": browser.execute_script(BROKEN_IMAGES),
+                "errors": [e.text[:500] for e in browser.find_elements(
+                    "css selector", ".output.traceback, .output.error, .cell_output .stderr")],
+                "traceback": "Traceback (most recent call last)" in browser.page_source,
+                "figures": browser.execute_script(FIGURES),
+                "overflow": browser.execute_script(OVERFLOW),
+                "visible_code": browser.execute_script(VISIBLE_CODE),
+            }
+            # a full-page screenshot at the laptop width, for a person to look at
+            screenshot_dir().mkdir(parents=True, exist_ok=True)
+            shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+            (screenshot_dir() / (page.replace("/", "_") + ".png")).write_bytes(base64.b64decode(shot["data"]))
+        return seen[page]
+
+    return measure
 
 
 def chapter_pages():
     return [p for p in toc_pages() if p.startswith("notebooks/")]
 
 
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_renders(visit, page):
+    m = visit(page)
+    assert m["title"], f"{page}: no title"
+    assert m["broken"] == [], f"{page}: broken images"
+    assert not m["errors"], f"{page}: error output: {m['errors'][0]}"
+    assert not m["traceback"], f"{page}: a traceback on the page"
+    if page.startswith("notebooks/") and not page.endswith("scoreboard"):
+        assert m["figures"], f"{page}: an executed chapter shows no figure"
+
+
 @pytest.mark.parametrize("page", chapter_pages())
-def test_figures_are_legible(site, browser, page):
+def test_figures_are_legible(visit, page):
     """A figure's smallest font (MIN_FONT points at DPI pixels per inch) stays >= LEGIBLE_PX on screen."""
-    open_page(browser, f"{site}/{page}.html")
     smallest_px = plotting.MIN_FONT * plotting.DPI / 72
     shrunk = []
-    for f in browser.execute_script(FIGURES):
+    for f in visit(page)["figures"]:
         scale = f["shown"] / f["drawn"]
         if smallest_px * scale < LEGIBLE_PX:
             shrunk.append(f"{f['name']}: drawn {f['drawn']:.0f} px wide, shown at {f['shown']:.0f} px "
@@ -174,17 +196,15 @@ def test_figures_are_legible(site, browser, page):
 
 
 @pytest.mark.parametrize("page", chapter_pages())
-def test_no_code_line_is_cut_off(site, browser, page):
-    open_page(browser, f"{site}/{page}.html")
-    cut = browser.execute_script(OVERFLOW)
+def test_no_code_line_is_cut_off(visit, page):
+    cut = visit(page)["overflow"]
     assert not cut, f"{page}: {len(cut)} code box(es) wider than the column, e.g.:\n  " + "\n  ".join(
         f"{c['where']} (+{c['over']} px): {c['line']}" for c in cut[:8])
 
 
 @pytest.mark.parametrize("page", chapter_pages())
-def test_plumbing_is_folded(site, browser, page):
-    open_page(browser, f"{site}/{page}.html")
-    shown = [code for code in browser.execute_script(VISIBLE_CODE) if any(p in code for p in PLUMBING)]
+def test_plumbing_is_folded(visit, page):
+    shown = [code for code in visit(page)["visible_code"] if any(p in code for p in PLUMBING)]
     assert not shown, (f"{page}: plumbing visible on the page (tag the cell remove-cell or hide-input):\n  "
                        + "\n  ".join(code.strip().splitlines()[0][:100] for code in shown))
 
