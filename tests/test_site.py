@@ -8,7 +8,8 @@ checks every page of the table of contents at a laptop width of 1300 px:
 - **figures are legible**: each figure is drawn at ``plotting.DPI`` pixels per inch with fonts of at
   least ``plotting.MIN_FONT`` points; shown at its rendered width, that smallest font must stay at
   least :data:`LEGIBLE_PX` screen pixels (a figure drawn too wide for the column is shrunk below it);
-- **no code line is cut off**: no code cell (input or printed output) overflows its box horizontally;
+- **no code line is cut off**: no visible code cell (input or printed output) overflows its box
+  horizontally (``book/_static/companion.css`` wraps long lines at the column's edge);
 - **plumbing is folded**: the Colab install cell, the imports cell and the settings cell are not
   visible (cell tags ``remove-cell`` / ``hide-input``; a folded input may be opened by the reader).
 
@@ -123,8 +124,10 @@ return Array.from(document.querySelectorAll('.cell_output img')).map(img => {
 
 # Code boxes (cell inputs and printed outputs) whose content is wider than the box: a line is cut off.
 OVERFLOW = """
-return Array.from(document.querySelectorAll('.cell_input pre, .cell_output pre')).filter(
-    pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1).map(pre => {
+return Array.from(document.querySelectorAll('.cell_input pre, .cell_output pre')).filter(pre => {
+  const d = pre.closest('details');  // folded code is checked when a reader unfolds it, not here
+  return pre.offsetParent !== null && !(d && !d.open) && pre.scrollWidth > pre.clientWidth + 1;
+}).map(pre => {
   const lines = pre.textContent.split('\\n');
   const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), '');
   return {where: pre.closest('.cell_input') ? 'code' : 'output', over: pre.scrollWidth - pre.clientWidth,
