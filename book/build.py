@@ -340,19 +340,21 @@ def execute(chapters: list[str], out: Path, *, jobs: int = 1, env: dict | None =
 
     pending = list(chapters)
     running = {}
+    pool = ThreadPoolExecutor(max_workers=jobs)  # not `with`: its exit would wait for the chapters to end
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            while pending or running:
-                ready = [c for c in pending if needs[c] <= set(rows)]
-                for c in ready[: jobs - len(running)]:
-                    pending.remove(c)
-                    running[pool.submit(work, c)] = c
-                if not running:
-                    raise RuntimeError(f"chapters wait on each other: {pending}")
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    rows[running.pop(f)] = f.result()
+        while pending or running:
+            ready = [c for c in pending if needs[c] <= set(rows)]
+            for c in ready[: jobs - len(running)]:
+                pending.remove(c)
+                running[pool.submit(work, c)] = c
+            if not running:
+                raise RuntimeError(f"chapters wait on each other: {pending}")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                rows[running.pop(f)] = f.result()
+        pool.shutdown()
     except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)  # the worker interrupts its kernel (checkpoint), then stops
