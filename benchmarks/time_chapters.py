@@ -1,19 +1,29 @@
-"""Run chapter notebooks end to end and time them (the run-time table of book/running.md).
+"""Time the cold book build chapter by chapter (the run-time table of book/running.md).
 
+    python benchmarks/time_chapters.py                                 # every chapter, cpu profile, cold
     PAPERLIB_PROFILE=gpu python benchmarks/time_chapters.py 03 04 05 --out timed/
+    python benchmarks/time_chapters.py --jobs 2                        # as `make book JOBS=2` runs them
 
-Each notebook is executed with nbclient as the book build executes it (working directory
-``notebooks/``), by default with an empty result cache so that the times are cold. One line per
-chapter is printed and appended to ``<out>/times.jsonl``: profile, device, wall time, status and,
-for a failure, the error. The executed notebooks are written to ``<out>`` so their printed
-numbers can be read, and each chapter's scoreboard records (:mod:`paperlib.report`) to
-``<out>/<chapter>.records.json`` with the run's device, time and commit: the archived GPU results
-of the scoreboard page (``book/gpu_records/``) are such files. A failing chapter does not stop
-the others.
+Each chapter is executed exactly as `make book` executes it (``book/build.py``: nbclient in a worker
+process, working directory ``notebooks/``, progress in the terminal, no cell timeout, the stall
+detector), by default in a fresh temporary result cache, so the times are cold (``--cache DIR`` reuses
+one: a warm rebuild). Writes to ``--out``:
+
+- ``times.md``: the table (date, machine, profile, load average before and after, one row per chapter,
+  the wall time of all chapters), ready to paste into book/running.md;
+- ``times.jsonl``: one JSON line per chapter (appended), with profile, device, seconds, status, error;
+- the executed notebooks, and each chapter's scoreboard records with the device, time and commit as
+  ``<chapter>.records.json`` (the archived GPU results of the scoreboard, ``book/gpu_records/``, are
+  such files).
+
+A failing chapter does not stop the others. The load average is printed because the times of a
+shared machine are not those of an idle one: compare chapters within one run, and rerun on an idle
+machine for the table of record.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -21,33 +31,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
-
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
+_spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
+build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build)
 
 
 def device_name() -> str:
     import torch
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores)"
-
-
-def select(names: list[str]) -> list[Path]:
-    """Chapter notebooks whose file names start with one of ``names`` (all when empty)."""
-    chapters = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if not names:
-        return chapters
-    picked = [p for p in chapters if any(p.name.startswith(n) for n in names)]
-    unknown = [n for n in names if not any(p.name.startswith(n) for p in chapters)]
-    if unknown:
-        raise SystemExit(f"no chapter notebook starts with {unknown}; have {[p.stem for p in chapters]}")
-    return picked
+    return f"CPU ({build.machine()})" if platform.system() == "Linux" else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
 
 def commit() -> str:
@@ -61,54 +58,50 @@ def commit() -> str:
         return "unknown"
 
 
-def save_records(row: dict, out: Path) -> None:
+def save_records(row: dict, cache: Path, profile: str, out: Path) -> None:
     """Copy the chapter's scoreboard records of this run to ``out``, with where and when it ran."""
-    from paperlib import config
-    src = config.cache_dir() / "scoreboard" / config.profile() / f"{row['chapter']}.json"
+    src = cache / "scoreboard" / profile / f"{row['chapter']}.json"
     if row["status"] == "ok" and src.exists():
         doc = json.loads(src.read_text())
         doc["run"] = {"device": row["device"], "seconds": row["seconds"], "commit": commit()}
         (out / f"{row['chapter']}.records.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
-def run(path: Path, out: Path, cell_timeout: int) -> dict:
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
-    t0 = time.perf_counter()
-    status, error = "ok", None
-    try:
-        client.execute()
-    except CellTimeoutError as e:
-        status, error = "cell timeout", str(e).splitlines()[0]
-    except CellExecutionError as e:
-        status, error = "error", f"{e.ename}: {e.evalue}"[:300]
-    seconds = time.perf_counter() - t0
-    nbformat.write(nb, out / path.name)
-    return {"chapter": path.stem, "profile": os.environ.get("PAPERLIB_PROFILE", "(default)"),
-            "device": device_name(), "seconds": round(seconds, 1), "status": status, "error": error}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("chapters", nargs="*", help="file-name prefixes, e.g. 03 04 (default: every chapter)")
-    ap.add_argument("--out", type=Path, default=ROOT / "_build" / "timed", help="folder for executed notebooks and times.jsonl")
-    ap.add_argument("--cell-timeout", type=int, default=3600, help="seconds one cell may run")
+    ap.add_argument("chapters", nargs="*", help="chapter-name prefixes, e.g. 03 04 (default: every chapter)")
+    ap.add_argument("--out", type=Path, default=ROOT / "_build" / "timed", help="folder for the table, notebooks, records")
     ap.add_argument("--cache", type=Path, default=None,
                     help="PAPERLIB_CACHE for the run (default: a fresh temporary folder, i.e. cold times)")
+    ap.add_argument("--jobs", type=int, default=1, help="chapters at a time (as `make book JOBS=...`)")
+    ap.add_argument("--stall-minutes", type=float, default=10.0)
+    ap.add_argument("--silent-minutes", type=float, default=60.0)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    profile = os.environ.get("PAPERLIB_PROFILE") or ("gpu" if "cuda" in device_name().lower() else "cpu")
+    chapters = build.select(args.chapters, build.toc_chapters())
+    device = device_name()
     with tempfile.TemporaryDirectory(prefix="paperlib-timing-") as tmp:
-        os.environ["PAPERLIB_CACHE"] = str(args.cache or tmp)
+        cache = (args.cache or Path(tmp)).resolve()
+        env = dict(os.environ, PAPERLIB_PROFILE=profile, PAPERLIB_CACHE=str(cache))
+        meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": device,
+                "profile": profile, "jobs": args.jobs, "load_before": build.loadavg(),
+                "cold": build.cache_state(cache) is None}
+        t0 = time.perf_counter()
+        worker_args = [f"--stall-minutes={args.stall_minutes}", f"--silent-minutes={args.silent_minutes}",
+                       "--progress-every=30", "--heartbeat-minutes=2"]
+        rows = build.execute(chapters, args.out, jobs=args.jobs, env=env, worker_args=worker_args)
+        meta.update(wall=time.perf_counter() - t0, load_after=build.loadavg())
         failed = 0
-        for path in select(args.chapters):
-            row = run(path, args.out, args.cell_timeout)
+        for row in rows:
+            row.update(profile=profile, device=device)
             failed += row["status"] != "ok"
-            save_records(row, args.out)
+            save_records(row, cache, profile, args.out)
             with open(args.out / "times.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"{row['chapter']:22s} {row['profile']:6s} {row['seconds']:8.1f} s  {row['status']}"
-                  + (f": {row['error']}" if row["error"] else "") + f"   [{row['device']}]", flush=True)
+                f.write(json.dumps({**row, "date": meta["date"], "jobs": args.jobs, "load": meta["load_before"]}) + "\n")
+    table = build.times_table(rows, meta)
+    (args.out / "times.md").write_text(table)
+    print("\n" + table)
     return 1 if failed else 0
 
 

@@ -1,0 +1,76 @@
+"""The book build driver (book/build.py): progress reaches the terminal and not the page, no time
+limit for a cell that works, a stalled cell fails, chapter order, the site stage executes nothing."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
+build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build)
+
+
+def notebook(path: Path, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def run(tmp_path, paths, capfd, **watch):
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in
+            {"stall_minutes": 0.1, "silent_minutes": 3, "progress_every": 0, "heartbeat_minutes": 10, **watch}.items()]
+    rows = build.execute([str(p) for p in paths], tmp_path / "out", jobs=2, worker_args=args)
+    return {Path(r["chapter"]).name: r for r in rows}, capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_progress_goes_to_the_terminal_a_stalled_cell_fails_a_busy_one_does_not(tmp_path, capfd):
+    bars = notebook(tmp_path / "bars.ipynb",
+                    "import time\nfrom paperlib import progress\n"
+                    "for i in progress.bar(range(40), desc='work'):\n    time.sleep(0.5)\nprint('done')")
+    busy = notebook(tmp_path / "busy.ipynb",  # silent but computing for longer than the stall limit
+                    "import time\nt = time.process_time()\nwhile time.process_time() - t < 4: pass\nprint('busy done')")
+    stalled = notebook(tmp_path / "stalled.ipynb", "import time\ntime.sleep(600)")
+    rows, err = run(tmp_path, [bars, busy, stalled], capfd)
+    assert rows["bars"]["status"] == "ok" and rows["busy"]["status"] == "ok", rows
+    assert rows["stalled"]["status"] == "stalled" and "no CPU" in rows["stalled"]["error"], rows
+    assert rows["stalled"]["seconds"] < 150
+    assert "[bars" in err and "work: " in err and "100% 40/40" in err  # progress in the terminal
+    page = nbformat.read(tmp_path / "out" / "bars.ipynb", as_version=4)
+    outputs = page.cells[0].outputs
+    assert [o.get("name") for o in outputs] == ["stdout"] and outputs[0].text == "done\n"  # not on the page
+
+
+def test_scoreboard_runs_last_and_declared_order_is_kept(tmp_path):
+    chapters = build.toc_chapters()
+    assert chapters[-1] == build.LAST or build.LAST in chapters
+    assert build.after(build.LAST, chapters) == set(chapters) - {build.LAST}
+    for c in chapters:
+        assert build.after(c, chapters) <= set(chapters)
+
+
+def test_cache_state_reports_an_interrupted_training(tmp_path):
+    assert build.cache_state(tmp_path) is None
+    run_dir = tmp_path / "02_edm_small" / "abc"
+    run_dir.mkdir(parents=True)
+    (run_dir / "ckpt_00003500.pt").write_bytes(b"x")
+    done = tmp_path / "02_edm_large" / "def"
+    done.mkdir(parents=True)
+    (done / "final.pt").write_bytes(b"x")
+    text = build.cache_state(tmp_path)
+    assert "1 trained model" in text and "02_edm_small at step 3,500" in text and "resume" in text
+
+
+def test_times_table():
+    rows = [{"chapter": "02_empirical", "seconds": 1900.0, "status": "ok", "error": None},
+            {"chapter": "03_bounds", "seconds": 95.0, "status": "error", "error": "ValueError: x"}]
+    meta = {"date": "2026-12-02 10:00 UTC", "machine": "m", "profile": "cpu", "jobs": 1, "load_before": "1.0/1.0/1.0",
+            "load_after": "2.0/2.0/2.0", "wall": 1995.0, "cold": True}
+    table = build.times_table(rows, meta)
+    assert "| 02_empirical | 31.7 min | ok |" in table and "| 03_bounds | 95 s | error: ValueError: x |" in table
+    assert "33.2 min" in table and "cold" in table
