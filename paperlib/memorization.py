@@ -22,7 +22,8 @@ import torch
 from . import checks
 from .neighbors import nearest_neighbors
 
-__all__ = ["nearest_neighbors", "OneThirdRule", "one_third_rule", "is_memorized", "memorization_rate", "nn_ratio"]
+__all__ = ["nearest_neighbors", "OneThirdRule", "one_third_rule", "is_memorized", "memorization_rate", "nn_ratio",
+           "per_level_rates"]
 
 
 class OneThirdRule(NamedTuple):
@@ -74,3 +75,26 @@ def is_memorized(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 
 def memorization_rate(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3) -> float:
     """Fraction of ``samples`` that are memorized (:func:`is_memorized`), a python float in [0, 1]."""
     return float(is_memorized(samples, train, ratio).to(torch.float64).mean())
+
+
+def per_level_rates(denoiser, x0: torch.Tensor, train: torch.Tensor, sigmas, *, seed: int = 0,
+                    ratio: float = 1 / 3, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """Per-noise-level memorization (Sec. 3, Fig. 2): for each ``sigma``, the fraction of one-step
+    outputs ``D(x0 + sigma n; sigma)`` that the ``ratio`` rule (:func:`is_memorized`) calls memorized
+    against ``train``.
+
+    ``x0``: ``(m, C, H, W)`` query images (the paper uses test images); ``n`` is one standard normal
+    draw per image from a generator seeded with ``seed`` (on ``x0``'s device), shared by every sigma
+    (:func:`paperlib.sampling.one_step_outputs`). Returns a float64 ``Tensor[len(sigmas)]`` in [0, 1].
+    """
+    from . import sampling
+
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if isinstance(train, torch.Tensor) and train.dim() >= 1 and train.shape[0] < 2:
+        raise ValueError(f"train must have at least 2 points (n >= 2), got {train.shape[0]}")
+    checks.number(ratio, "ratio", low=0.0, low_open=True)
+    g = torch.Generator(device=x0.device).manual_seed(seed)
+    outputs = sampling.one_step_outputs(denoiser, x0, sigmas, generator=g, batch_size=batch_size, progress=progress)
+    train = train.to(x0.device)
+    return torch.tensor([memorization_rate(o, train, ratio) for o in outputs], dtype=torch.float64)

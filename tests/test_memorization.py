@@ -97,3 +97,48 @@ def test_bad_input():
     for fn, word in cases:
         with pytest.raises(ValueError, match=word):
             fn()
+
+
+# ---------------------------------------------------------------------------------------------
+# per-noise-level memorization (Fig. 2)
+# ---------------------------------------------------------------------------------------------
+def _emp_f64(train):
+    """Independent empirical optimal denoiser (Eq. 2) in float64: a softmax over -||x - y_i||^2 / 2 sigma^2."""
+    t = train.flatten(1).double()
+
+    def D(x, sigma):
+        xf = x.flatten(1).double()
+        logits = -torch.cdist(xf, t, compute_mode="donot_use_mm_for_euclid_dist").pow(2) / (2 * sigma.double()[:, None] ** 2)
+        return (logits.softmax(1) @ t).reshape(x.shape).to(x.dtype)
+    return D
+
+
+def test_per_level_rates_match_a_direct_computation():
+    train = torch.rand(30, 3, 4, 4, generator=gen(5), dtype=F64) * 2 - 1
+    x0 = torch.cat([train[:10] + 1e-3 * torch.randn(10, 3, 4, 4, generator=gen(6), dtype=F64),
+                    torch.rand(10, 3, 4, 4, generator=gen(7), dtype=F64) * 2 - 1])
+    sigmas = [1e-3, 0.05, 0.2, 0.5, 3.0, 50.0]
+    D = _emp_f64(train)
+    got = mem.per_level_rates(D, x0, train, sigmas, seed=11)
+    noise = torch.randn(x0.shape, generator=gen(11), dtype=F64)  # one draw shared by every sigma
+    ref = torch.stack([brute(D(x0 + s * noise, torch.full((20,), s, dtype=F64)), train)[0].double().mean()
+                       for s in sigmas])
+    assert got.dtype == F64 and got.shape == (len(sigmas),)
+    assert torch.equal(got, ref)
+    assert got[0] == 1.0 and got[-1] == 0.0  # the empirical denoiser snaps to a training image / returns the mean
+    assert torch.equal(mem.per_level_rates(D, x0, train, sigmas, seed=11), got)  # seeded
+    strict = mem.per_level_rates(D, x0, train, sigmas, seed=11, ratio=0.01)
+    assert (strict <= got).all()
+
+
+def test_per_level_rates_bad_input():
+    train = torch.rand(5, 3, 4, 4, generator=gen(0))
+    D = _emp_f64(train)
+    with pytest.raises(TypeError, match="seed"):
+        mem.per_level_rates(D, train, train, [0.1], seed=1.5)
+    with pytest.raises(ValueError, match="train"):
+        mem.per_level_rates(D, train, train[:1], [0.1])
+    with pytest.raises(ValueError, match="ratio"):
+        mem.per_level_rates(D, train, train, [0.1], ratio=0)
+    with pytest.raises(ValueError, match="sigma"):
+        mem.per_level_rates(D, train, train, [-0.1])
