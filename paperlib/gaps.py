@@ -29,7 +29,7 @@ from scipy import stats
 
 from . import edm, regimes
 
-__all__ = ["Gap", "ddpm_round_trip", "zone_gap", "sweep_gaps", "extended_gap", "control_gap"]
+__all__ = ["Gap", "ddpm_round_trip", "zone_gap", "sweep_gaps", "extended_gap", "control_gap", "pareto_front"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +151,16 @@ def control_gap(gap: Gap, *, margin: float = 0.5, P_mean: float = -1.2, P_std: f
     best = min(range(max(1, t_lo - 2), t_lo + 3),
                key=lambda t: abs(_from_timesteps(t, t_hi, "", P_mean, P_std).mass - gap.mass) if t < t_hi else 1.0)
     return _from_timesteps(best, t_hi, f"mass-matched control below ({gap.rule})", P_mean, P_std)
+
+
+def pareto_front(points) -> list[int]:
+    """Indices of the non-dominated points of ``[(memorization, quality), ...]``, lower being better on
+    both axes (the frontier of Fig. 9): no other point is at least as good on both and better on one."""
+    try:
+        pts = [(float(a), float(b)) for a, b in points]
+    except (TypeError, ValueError):
+        raise ValueError("points must be a sequence of (memorization, quality) pairs") from None
+    if not all(math.isfinite(a) and math.isfinite(b) for a, b in pts):
+        raise ValueError("points must be finite")
+    return [i for i, (a, b) in enumerate(pts)
+            if not any(c <= a and d <= b and (c < a or d < b) for c, d in pts)]

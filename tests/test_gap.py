@@ -150,6 +150,20 @@ def test_gap_rules_reject_bad_input():
         gaps.zone_gap(empty)
 
 
+def test_pareto_front_against_brute_force():
+    rng = np.random.default_rng(1)
+    pts = [tuple(p) for p in rng.integers(0, 6, size=(40, 2))]
+    front = gaps.pareto_front(pts)
+    # independent: a point is on the front iff its (a, b) is the lexicographic-min b among points with a' <= a ...
+    for i, (a, b) in enumerate(pts):
+        best_b = min(d for c, d in pts if c <= a)
+        best_a = min(c for c, d in pts if d <= b)
+        assert (i in front) == (b == best_b and a == best_a)
+    assert gaps.pareto_front([(1, 2), (2, 1), (2, 2)]) == [0, 1]
+    with pytest.raises(ValueError, match="points"):
+        gaps.pareto_front([(1, float("nan"))])
+
+
 # ---------------------------------------------------------------------------------------------- dummy class
 @pytest.mark.parametrize("noise", ["uniform", "gaussian"])
 def test_dummy_images_are_noise(noise):
