@@ -108,18 +108,21 @@ class Commitment:
 
     def committed_fraction(self, among: str = "memorized") -> torch.Tensor:
         """``(K,)``: fraction of trajectories committed by step ``i`` (``commit_step <= i``), among the
-        ``"memorized"`` ones (default) or ``"all"``; NaN where there are none."""
-        if among not in ("memorized", "all"):
-            raise ValueError(f"among must be 'memorized' or 'all', got {among!r}")
-        rows = self.memorized if among == "memorized" else torch.ones_like(self.memorized)
+        ``"memorized"`` ones (default), the ``"not memorized"`` ones (a control: when does a trajectory that
+        ends *between* training images settle on its nearest one?) or ``"all"``; NaN where there are none."""
+        choices = {"memorized": self.memorized, "not memorized": ~self.memorized, "all": torch.ones_like(self.memorized)}
+        if among not in choices:
+            raise ValueError(f"among must be one of {tuple(choices)}, got {among!r}")
+        rows = choices[among]
         if not rows.any():
             return torch.full((len(self.sigmas),), float("nan"), dtype=torch.float64)
         steps = torch.arange(len(self.sigmas))[:, None]
         return (self.commit_step[rows][None, :] <= steps).double().mean(1)
 
-    def median_commit_sigma(self) -> float:
-        """Median commitment noise level of the memorized trajectories (NaN if none)."""
-        cs = self.commit_sigma[self.memorized]
+    def median_commit_sigma(self, memorized: bool = True) -> float:
+        """Median commitment noise level of the memorized trajectories (``memorized=False``: of the others;
+        NaN if none)."""
+        cs = self.commit_sigma[self.memorized if memorized else ~self.memorized]
         return float(cs.double().median()) if cs.numel() else float("nan")
 
 

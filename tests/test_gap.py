@@ -256,6 +256,8 @@ def test_commitment_matches_a_brute_force_loop(method):
     assert res.memorized.all()
     frac = res.committed_fraction()
     assert (frac.diff() >= 0).all() and float(frac[-1]) == 1.0
+    assert torch.equal(res.committed_fraction("all"), frac)
+    assert torch.isnan(res.committed_fraction("not memorized")).all() and math.isnan(res.median_commit_sigma(False))
     assert res.commit_sigma.shape == (40,) and 0 < res.median_commit_sigma() <= 80
 
 
