@@ -31,7 +31,7 @@ from . import config
 #: result whose exact form was lost or which we replace; "n/a": a number with nothing to compare to.
 VERDICTS = ("reproduced", "qualitatively", "not reproduced", "companion variant", "n/a")
 #: While chapters move to criteria, a bare verdict is still accepted (set True once all have).
-STRICT = False
+STRICT = True  # every "reproduced / qualitatively / not reproduced" verdict needs its criterion
 _CHAPTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 

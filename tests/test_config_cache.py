@@ -80,6 +80,7 @@ def test_key_is_order_independent_and_code_version_tracks_source():
 
 
 def test_report_rows_roundtrip(monkeypatch):
+    monkeypatch.setattr(report, "STRICT", False)  # bare verdicts: the row format, not the policy
     monkeypatch.setenv("PAPERLIB_PROFILE", "smoke")
     report.start("99_demo", "Demo")
     report.record("99_demo", "rate", 0.5, paper=0.922, verdict="qualitatively")
@@ -99,6 +100,7 @@ def test_report_rows_roundtrip(monkeypatch):
 
 
 def test_scoreboard_archived_column(monkeypatch, tmp_path):
+    monkeypatch.setattr(report, "STRICT", False)  # bare verdicts: the row format, not the policy
     monkeypatch.setenv("PAPERLIB_PROFILE", "smoke")
     report.start("98_demo", "Demo")
     report.record("98_demo", "rate", 0.5, paper=0.922, verdict="qualitatively")
@@ -232,3 +234,14 @@ def test_registry_lists_every_numbered_result_of_the_paper():
             named.add(f"{short} {num}")
     covered = set(refs) | {f"Fig. {i}" for i in range(11, 20)}
     assert named - covered == set(), f"numbered results without a registry entry: {sorted(named - covered)}"
+
+
+def test_strict_verdicts_need_a_criterion(monkeypatch):
+    monkeypatch.setenv("PAPERLIB_PROFILE", "smoke")
+    assert report.STRICT
+    report.start("97_demo", "Demo")
+    with pytest.raises(ValueError, match="criterion"):
+        report.record("97_demo", "rate", 0.5, paper=0.9, verdict="reproduced")
+    assert report.record("97_demo", "rate", 0.5, paper=0.9, criterion=report.at_least(0.8, qualitatively=0.4)) \
+        == "qualitatively"
+    assert report.record("97_demo", "zone", "[1, 2]", verdict="n/a") == "n/a"
