@@ -19,8 +19,8 @@ interrupted and the chapter fails with the reason.
 
 A build that is interrupted (Ctrl-C, a killed process, a reboot) loses no finished work: trained
 models and curves are in the result cache and a training run resumes from its last checkpoint
-(``paperlib.training`` checkpoints every 500 steps and on interrupt). Rerunning the build says what it
-found there before it starts. Ctrl-C interrupts the kernels first, so a training run saves a checkpoint.
+(``paperlib.training`` checkpoints every 500 steps, and on interrupt when the kernel survives it).
+Rerunning the build says what it found there before it starts. Ctrl-C interrupts the kernels first.
 
 **Stage 2, site.** The executed notebooks are put beside a copy of ``book/`` in ``_build/site-src`` and
 Jupyter Book builds the static site from them with execution off (nothing is executed twice), into
