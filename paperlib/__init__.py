@@ -10,10 +10,14 @@ Modules are named for what they hold, in layers (each uses only the ones before 
   re-exported by :mod:`paperlib.geometry`; shared :mod:`paperlib.checks` (input validation) and
   :mod:`paperlib.blocking` (memory-bounded kernels); :mod:`paperlib.edm` (noise schedule, preconditioning,
   loss), :mod:`paperlib.networks`, :mod:`paperlib.circulant`;
-* :mod:`paperlib.sampling`, :mod:`paperlib.training`;
-* :mod:`paperlib.regimes` (danger zone), :mod:`paperlib.memorization` (the 1/3 nearest-neighbour rule),
+* :mod:`paperlib.sampling`, :mod:`paperlib.training`, :mod:`paperlib.distributed` (data-parallel training
+  under torchrun), :mod:`paperlib.trajectories` (commitment along sampling trajectories, window swaps);
+* :mod:`paperlib.regimes` (danger zone), :mod:`paperlib.gaps` (Section 5's gap rules and controls),
+  :mod:`paperlib.memorization` (the 1/3 nearest-neighbour rule, per-level rates),
   :mod:`paperlib.quality` (patch-FD); related papers: :mod:`paperlib.mixtures` (Pai et al.'s
-  Gaussian-mixture laboratory), :mod:`paperlib.linear` (linear diffusion models, the N ~ d transition);
+  Gaussian-mixture laboratory), :mod:`paperlib.linear` (linear diffusion models, the N ~ d transition),
+  :mod:`paperlib.local_coverage` (Merger & Goldt's local coverage), :mod:`paperlib.cumulants` (the mixed
+  cumulant model);
 * infrastructure: :mod:`paperlib.config` (profiles, folders), :mod:`paperlib.cache`, :mod:`paperlib.report`,
   :mod:`paperlib.plotting`, :mod:`paperlib.progress`, :mod:`paperlib.recipes`.
 """

@@ -14,8 +14,7 @@ empirical optimum, ...):
   on a sub-window of steps (``"model in window"``), and the reverse (``"partner in window"``); the
   memorization rate of each says how much of it that window alone carries (Table 1's swap, App. E.6,
   on finer windows).
-- :func:`per_level_memorization`: the 1/3 rule applied to one-step outputs ``D(x0 + sigma n; sigma)``
-  of held-out images, per noise level (Fig. 2's memorization panel).
+- per-noise-level memorization (Fig. 2's memorization panel) is :func:`paperlib.memorization.per_level_rates`.
 
 :func:`bootstrap_rate` gives a percentile bootstrap interval for a rate (the fraction of ``True``
 flags), pooled over several sample sets (seeds) if given a list.
@@ -30,8 +29,7 @@ from scipy import stats
 
 from . import edm, memorization, sampling
 
-__all__ = ["Commitment", "commitment", "window_swaps", "step_windows", "per_level_memorization",
-           "bootstrap_rate", "Rate"]
+__all__ = ["Commitment", "commitment", "window_swaps", "step_windows", "bootstrap_rate", "Rate"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,16 +216,3 @@ def window_swaps(model, partner, train: torch.Tensor, latents: torch.Tensor, win
             "sigma_end": [float(sig[w[-1] + 1]) for w in windows],
             "model_in_window": [run(partner, model, w) for w in windows],
             "partner_in_window": [run(model, partner, w) for w in windows]}
-
-
-# ----------------------------------------------------------------------------------------------
-# per-level memorization
-# ----------------------------------------------------------------------------------------------
-@torch.no_grad()
-def per_level_memorization(denoiser, x0: torch.Tensor, train: torch.Tensor, sigmas,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(len(sigmas),)`` fraction of one-step outputs ``D(x0 + sigma n; sigma)`` memorized by the 1/3 rule
-    (Fig. 2; ``x0``: e.g. held-out images, one shared noise draw per image across levels)."""
-    out = sampling.one_step_outputs(denoiser, x0, sigmas, generator)
-    flat = train.float().flatten(1)
-    return torch.stack([memorization.is_memorized(o.float().flatten(1), flat).double().mean() for o in out])

@@ -297,18 +297,3 @@ def test_window_swaps_bracket_the_pure_models():
     assert trajectories.step_windows(7, 3) == [(0, 1, 2), (3, 4, 5), (6,)]
     with pytest.raises(ValueError, match="windows"):
         trajectories.window_swaps(emp, gauss, train, latents, [(18,)])
-
-
-def test_per_level_memorization_against_direct_computation():
-    train = _points(8)
-    emp = sampling.EmpiricalDenoiser(train)
-    x0 = torch.randn(20, 1, 3, 4, generator=torch.Generator().manual_seed(4)) * 0.5
-    sig = [0.01, 0.3, 50.0]
-    got = trajectories.per_level_memorization(emp, x0, train, sig, torch.Generator().manual_seed(5))
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5))
-    flat = train.flatten(1).double()
-    for k, s in enumerate(sig):
-        out = geometry.empirical_denoiser((x0 + s * noise).flatten(1).double(), flat, s)
-        d = torch.cdist(out, flat).sort(1).values
-        assert float(got[k]) == pytest.approx(float((d[:, 0] < d[:, 1] / 3).double().mean()))
-    assert float(got[-1]) == 0.0  # at sigma = 50 the optimum returns about the mean
