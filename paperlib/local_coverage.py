@@ -53,7 +53,7 @@ import torch
 from scipy import optimize as _optimize
 from scipy import stats as _stats
 
-from . import geometry, memorization
+from . import checks, geometry, memorization
 
 __all__ = [
     "other_neighbors",
@@ -110,8 +110,8 @@ def other_neighbors(data: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch
     :func:`paperlib.geometry.nearest_neighbors` (streamed over data chunks); the point itself is left out
     (a duplicate of it is kept, at distance 0). ``distances[:, 0]`` is ``r1``, the nearest-neighbour distance.
     """
-    data = geometry._points(data, "data", min_rows=2)
-    k = geometry._positive_int(k, "k")
+    data = checks.points(data, "data", min_rows=2)
+    k = checks.positive_int(k, "k")
     n = data.shape[0]
     if k > n - 1:
         raise ValueError(f"k = {k} needs at least k + 1 = {k + 1} points in data, got {n}")
@@ -133,7 +133,7 @@ def local_sparsity(data: torch.Tensor, k: int = 10, *, squared: bool = False) ->
     """
     dist, _ = other_neighbors(data, k)
     if squared:
-        d = geometry._points(data, "data").shape[1]
+        d = checks.points(data, "data").shape[1]
         return dist.square().mean(dim=1) / d
     return dist.mean(dim=1)
 
@@ -188,9 +188,9 @@ def per_point_memorization(samples: torch.Tensor, train: torch.Tensor, ratio: fl
     with ``k >= 2``, when already computed (to evaluate several ratios on one set of samples).
     """
     r = _ratio(ratio)
-    train_f = geometry._points(train, "train", min_rows=2)
+    train_f = checks.points(train, "train", min_rows=2)
     if neighbors is None:
-        dist, idx = memorization.nearest_neighbors(samples, train_f, 2)
+        dist, idx = memorization.nearest_neighbors(samples, train_f, 2, names=("samples", "train"))
     else:
         dist, idx = neighbors
         if dist.dim() != 2 or dist.shape[1] < 2 or idx.shape != dist.shape:
@@ -209,7 +209,7 @@ def dominance(samples: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Per-sample dominance ``log(d2^2 / d1^2)`` of the nearest over the second-nearest training point
     (the related paper's convention on squared distances; float64, ``(m,)``, ``inf`` where ``d1 = 0 < d2``).
     A sample is memorized under the squared-distance threshold ``tau`` iff its dominance exceeds ``log(1/tau)``."""
-    train = geometry._points(train, "train", min_rows=2)
+    train = checks.points(train, "train", min_rows=2)
     dist, _ = memorization.nearest_neighbors(samples, train, 2)
     return _dominance(dist[:, 0], dist[:, 1])
 
@@ -218,7 +218,7 @@ def quantile_bins(values, n_bins: int = 10) -> np.ndarray:
     """Bin index (``0..n_bins-1``) of every value by the values' own quantiles (equal-count bins, the
     related paper's 10 sparsity bins); ties go to the lower bin."""
     v = _array(values, "values").reshape(-1)
-    n_bins = geometry._positive_int(n_bins, "n_bins")
+    n_bins = checks.positive_int(n_bins, "n_bins")
     if v.size < n_bins:
         raise ValueError(f"need at least n_bins = {n_bins} values, got {v.size}")
     edges = np.quantile(v, np.linspace(0, 1, n_bins + 1)[1:-1])
@@ -250,7 +250,7 @@ def kde_denoiser(x: torch.Tensor, data: torch.Tensor, sigma, h, *, dtype=None) -
     """Exact denoiser of the Gaussian KDE of bandwidth ``h`` of ``data`` (module docstring):
     ``sigma^2/(sigma^2+h^2) D*(x; sqrt(sigma^2+h^2)) + h^2/(sigma^2+h^2) x``, with ``D*`` the empirical
     denoiser (Eq. 2, :func:`paperlib.geometry.empirical_denoiser`). ``h = 0`` gives ``D*`` itself."""
-    s = geometry._sigma(sigma)
+    s = checks.sigma(sigma)
     if isinstance(h, bool) or not isinstance(h, (int, float, np.integer, np.floating)) or not (math.isfinite(h) and h >= 0):
         raise ValueError(f"h must be a finite number >= 0, got {h!r}")
     h = float(h)
@@ -317,7 +317,7 @@ def memorization_probability(r1, h, d: int, ratio: float = 1 / 3) -> np.ndarray:
         raise ValueError("r1 must be >= 0")
     if np.any(hh <= 0):
         raise ValueError("h must be > 0")
-    d = geometry._positive_int(d, "d")
+    d = checks.positive_int(d, "d")
     q = (r / hh) ** 2 / (1 - t * t) ** 2
     return _stats.ncx2.cdf(t * t * q, d, t ** 4 * q)
 
@@ -326,14 +326,14 @@ def critical_distance(h, d: int, ratio: float = 1 / 3):
     """High-dimensional threshold ``r1* = h sqrt((1/ratio^2 - 1) d)``: points whose nearest-neighbour distance
     exceeds it are memorized by the KDE of bandwidth ``h`` (``2 sqrt(2) h sqrt(d)`` at ratio 1/3)."""
     t = _ratio(ratio)
-    d = geometry._positive_int(d, "d")
+    d = checks.positive_int(d, "d")
     return _array(h, "h") * math.sqrt((1 / (t * t) - 1) * d)
 
 
 def critical_bandwidth(r1, d: int, ratio: float = 1 / 3):
     """Per point, the bandwidth below which it is memorized: ``h* = r1 / sqrt((1/ratio^2 - 1) d)``."""
     t = _ratio(ratio)
-    d = geometry._positive_int(d, "d")
+    d = checks.positive_int(d, "d")
     return _array(r1, "r1") / math.sqrt((1 / (t * t) - 1) * d)
 
 
@@ -348,7 +348,7 @@ def fit_bandwidth(r1, memorized, d: int, ratio: float = 1 / 3, *, weights=None) 
     returned ``h`` is the end of that range (a bound, not an estimate).
     """
     t = _ratio(ratio)
-    d = geometry._positive_int(d, "d")
+    d = checks.positive_int(d, "d")
     r = _array(r1, "r1").reshape(-1)
     k = _array(memorized, "memorized").reshape(-1)
     w = np.ones_like(k) if weights is None else _array(weights, "weights").reshape(-1)
