@@ -9,7 +9,7 @@ checks every page of the table of contents at a laptop width of 1300 px:
   least ``plotting.MIN_FONT`` points; shown at its rendered width, that smallest font must stay at
   least :data:`LEGIBLE_PX` screen pixels (a figure drawn too wide for the column is shrunk below it);
 - **no code line is cut off**: no visible code cell (input or printed output) overflows its box
-  horizontally (``book/_static/companion.css`` wraps long lines at the column's edge);
+  horizontally, and no printed table runs past the column (``book/_static/companion.css`` wraps long lines at the column's edge);
 - **plumbing is folded**: the Colab install cell, the imports cell and the settings cell are not
   visible (cell tags ``remove-cell`` / ``hide-input``; a folded input may be opened by the reader).
 
@@ -134,6 +134,14 @@ return Array.from(document.querySelectorAll('.cell_input pre, .cell_output pre')
           line: longest.slice(0, 120)};
 });"""
 
+# Tables printed by cells (settings, paper says / we measure) that run past the text column's right edge.
+WIDE_TABLES = """
+const art = document.querySelector('article.bd-article') || document.querySelector('main');
+const right = art.getBoundingClientRect().right;
+return Array.from(document.querySelectorAll('.cell_output table')).filter(t => t.offsetParent !== null)
+  .map(t => ({over: Math.round(t.getBoundingClientRect().right - right), head: t.innerText.replace(/\\s+/g, ' ').slice(0, 60)}))
+  .filter(t => t.over > 1);"""
+
 # Code cell inputs a reader sees without unfolding anything.
 VISIBLE_CODE = """
 return Array.from(document.querySelectorAll('.cell_input')).filter(el => {
@@ -158,6 +166,7 @@ def visit(site, browser):
                 "traceback": "Traceback (most recent call last)" in browser.page_source,
                 "figures": browser.execute_script(FIGURES),
                 "overflow": browser.execute_script(OVERFLOW),
+                "wide_tables": browser.execute_script(WIDE_TABLES),
                 "visible_code": browser.execute_script(VISIBLE_CODE),
             }
             # a full-page screenshot at the laptop width, for a person to look at
@@ -203,6 +212,13 @@ def test_no_code_line_is_cut_off(visit, page):
     cut = visit(page)["overflow"]
     assert not cut, f"{page}: {len(cut)} code box(es) wider than the column, e.g.:\n  " + "\n  ".join(
         f"{c['where']} (+{c['over']} px): {c['line']}" for c in cut[:8])
+
+
+@pytest.mark.parametrize("page", chapter_pages())
+def test_no_table_runs_past_the_column(visit, page):
+    wide = visit(page)["wide_tables"]
+    assert not wide, f"{page}: table(s) wider than the text column (book/_static/companion.css wraps cells):\n  " + \
+        "\n  ".join(f"+{t['over']} px: {t['head']}" for t in wide)
 
 
 @pytest.mark.parametrize("page", chapter_pages())
