@@ -42,6 +42,17 @@ def points(t, name: str, *, min_rows: int = 1) -> torch.Tensor:
     return t
 
 
+def interval(v, name: str = "interval") -> tuple[float, float]:
+    """A pair ``(lo, hi)`` of noise levels with ``0 < lo < hi``, both finite."""
+    try:
+        lo, hi = (float(x) for x in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (lo, hi) of noise levels, got {v!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(f"{name} must satisfy 0 < lo < hi (finite), got {v!r}")
+    return lo, hi
+
+
 def finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """``t`` unchanged if every entry is finite; else ValueError naming ``name``."""
     if not bool(torch.isfinite(t).all()):

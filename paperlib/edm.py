@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from . import checks
+
 
 def karras_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     """EDM sampling schedule (App. E.1), float64, decreasing, with a final exact 0 (length ``steps + 1``).
@@ -208,7 +210,7 @@ def edm_loss(denoiser, x0: torch.Tensor, sigma, sigma_data: float = 0.5, *, nois
 
 def lognormal_mass(lo: float, hi: float, P_mean: float = -1.2, P_std: float = 1.2) -> float:
     """Probability that ``sigma`` with ``ln sigma ~ N(P_mean, P_std^2)`` lies in ``[lo, hi]``."""
-    lo, hi = _check_gap((lo, hi))
+    lo, hi = checks.interval((lo, hi), "gap")
     for name, v in (("P_mean", P_mean), ("P_std", P_std)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"{name} must be a finite number, got {v!r}")
@@ -217,16 +219,6 @@ def lognormal_mass(lo: float, hi: float, P_mean: float = -1.2, P_std: float = 1.
     a = (math.log(lo) - P_mean) / (P_std * math.sqrt(2))
     b = (math.log(hi) - P_mean) / (P_std * math.sqrt(2))
     return 0.5 * (math.erf(b) - math.erf(a))
-
-
-def _check_gap(gap) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in gap)
-    except (TypeError, ValueError):
-        raise ValueError(f"gap must be a pair (lo, hi) of noise levels, got {gap!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
-        raise ValueError(f"gap must satisfy 0 < lo < hi (finite), got {gap!r}")
-    return lo, hi
 
 
 def sample_training_sigmas(n: int, P_mean: float = -1.2, P_std: float = 1.2, gap=None,
@@ -254,7 +246,7 @@ def sample_training_sigmas(n: int, P_mean: float = -1.2, P_std: float = 1.2, gap
 
     if gap is None:
         return draw(n).to(out_device)
-    lo, hi = _check_gap(gap)
+    lo, hi = checks.interval(gap, "gap")
     mass = lognormal_mass(lo, hi, P_mean, P_std)
     if mass > max_gap_mass:
         raise ValueError(f"gap={gap!r} holds {mass:.4f} of the noise distribution (more than "

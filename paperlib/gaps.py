@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from . import edm, regimes
+from . import checks, edm, regimes
 
 __all__ = ["Gap", "ddpm_round_trip", "zone_gap", "sweep_gaps", "extended_gap", "control_gap", "pareto_front"]
 
@@ -54,16 +54,6 @@ class Gap:
                 f"{self.mass:.1%} of the training noise mass")
 
 
-def _interval(interval, name: str = "interval") -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (lo, hi) of noise levels, got {interval!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
-        raise ValueError(f"{name} must satisfy 0 < lo < hi (finite), got {interval!r}")
-    return lo, hi
-
-
 def _level(level, name: str = "level") -> float:
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise ValueError(f"{name} must be a number in (0, 1), got {level!r}")
@@ -85,7 +75,7 @@ def _from_timesteps(t_lo: int, t_hi: int, rule: str, P_mean: float, P_std: float
 def ddpm_round_trip(interval, rule: str = "gap", *, P_mean: float = -1.2, P_std: float = 1.2) -> Gap:
     """The whole DDPM timesteps (linear betas, T = 1000) that contain the EDM interval, as a :class:`Gap`
     (``regimes.ddpm_timesteps`` then ``regimes.ddpm_sigmas``; the paper states its gaps in timesteps)."""
-    lo, hi = _interval(interval)
+    lo, hi = checks.interval(interval)
     t_lo, t_hi = regimes.ddpm_timesteps((lo, hi))
     if t_hi <= t_lo:
         raise ValueError(f"interval {interval!r} is narrower than one DDPM timestep")

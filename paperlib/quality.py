@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import checks
+
 __all__ = ["frechet_distance", "gaussian_fit", "patches", "PatchFD", "patch_fd", "inception_fid"]
 
 
@@ -42,12 +44,6 @@ def _images(x, name: str, min_count: int = 1) -> torch.Tensor:
     return x
 
 
-def _finite(t: torch.Tensor, name: str) -> torch.Tensor:
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return t
-
-
 def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and (unbiased) covariance of the rows of ``features`` ``(m, d)``, float64."""
     f = torch.as_tensor(features)
@@ -56,7 +52,7 @@ def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     f = f.double()
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must be (m, d) with m >= 2, got {tuple(f.shape)}")
-    _finite(f, "features")
+    checks.finite(f, "features")
     mu = f.mean(0)
     c = f - mu
     return mu, c.T @ c / (f.shape[0] - 1)
@@ -78,7 +74,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.numel(), mu1.numel()):
         raise ValueError("means must have shape (d,) and covariances (d, d), the same for both")
     for name, t in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
-        _finite(t, name)
+        checks.finite(t, name)
     a = _psd_sqrt(cov1)
     m = a @ cov2 @ a
     cross = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()

@@ -53,7 +53,7 @@ from typing import Callable
 
 import torch
 
-from . import cache, edm, networks
+from . import cache, checks, edm, networks
 from . import config as _config
 from . import progress as _progress
 
@@ -144,7 +144,7 @@ def resolve_config(config: dict | None) -> dict:
     if full["ema_halflife"] is not None and not full["ema_halflife"] > 0:
         raise ValueError(f"config['ema_halflife'] must be > 0, got {full['ema_halflife']!r}")
     if full["gap"] is not None:
-        full["gap"] = list(edm._check_gap(full["gap"]))
+        full["gap"] = list(checks.interval(full["gap"], "gap"))
         edm.sample_training_sigmas(1, full["P_mean"], full["P_std"], full["gap"])  # mass check
     if full["dummy_noise"] not in ("uniform", "gaussian"):
         raise ValueError(f"config['dummy_noise'] must be 'uniform' or 'gaussian', got {full['dummy_noise']!r}")
