@@ -26,9 +26,10 @@ Rerunning the build says what it found there before it starts. Ctrl-C interrupts
 Jupyter Book builds the static site from them with execution off (nothing is executed twice), into
 ``_build/html``. Both stages write their times: ``_build/executed/times.json`` and ``times.md``.
 
-Independent chapters can run in parallel (``--jobs``): each kernel then gets
-``PAPERLIB_THREADS = cores // jobs`` (and ``OMP_NUM_THREADS``), and the scoreboard, which reads the
-other chapters' records, always runs last. A chapter can ask to run after others with the notebook
+Independent chapters can run in parallel (``--jobs``), and the scoreboard, which reads the other
+chapters' records, always runs last. Each kernel gets ``OMP_NUM_THREADS`` (and ``PAPERLIB_THREADS``)
+= the cores that other work leaves free, measured for a second before the chapter starts, shared by
+the ``jobs`` kernels (:func:`kernel_threads`); an ``OMP_NUM_THREADS`` set by the user is kept. A chapter can ask to run after others with the notebook
 metadata ``{"paperlib": {"after": ["02_empirical"]}}`` (e.g. one that reuses another's trained models).
 """
 from __future__ import annotations
@@ -320,9 +321,7 @@ def execute(chapters: list[str], out: Path, *, jobs: int = 1, env: dict | None =
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ if env is None else env)
     env["PAPERLIB_PROGRESS"] = "auto"  # bars on the kernel's stderr stream, which the worker forwards
-    if jobs > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
-        env.update(PAPERLIB_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    fixed_threads = "OMP_NUM_THREADS" in env  # the user's own setting is kept
     needs = {c: set() if c.endswith(".ipynb") else after(c, chapters) for c in chapters}
     rows: dict[str, dict] = {}
     procs: dict[str, subprocess.Popen] = {}
@@ -331,7 +330,15 @@ def execute(chapters: list[str], out: Path, *, jobs: int = 1, env: dict | None =
         result = out / f"{Path(chapter).name.removesuffix('.ipynb')}.result.json"
         result.unlink(missing_ok=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", chapter, "--executed", str(out), *worker_args]
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        cenv = dict(env)
+        if not fixed_threads:
+            cores, busy = os.cpu_count() or 1, busy_cores()
+            threads = kernel_threads(jobs, busy, cores)
+            cenv.update(PAPERLIB_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            if busy is not None and threads * jobs < cores:
+                print(f"[{Path(chapter).stem}] other work keeps {busy:.1f} of {cores} cores busy: its kernel gets "
+                      f"{threads} thread{'s' if threads > 1 else ''}", flush=True)
+        proc = subprocess.Popen(cmd, env=cenv, cwd=ROOT)
         procs[chapter] = proc
         rc = proc.wait()
         if result.exists():
@@ -367,6 +374,34 @@ def execute(chapters: list[str], out: Path, *, jobs: int = 1, env: dict | None =
               "(training runs continue from their last checkpoint).", file=sys.stderr)
         raise
     return [rows[c] for c in chapters]
+
+
+def busy_cores(seconds: float = 1.0, stat: Path = Path("/proc/stat")) -> float | None:
+    """Cores kept busy by other processes: the non-idle share of all CPU time over ``seconds``, times
+    the number of cores (Linux ``/proc/stat``; ``None`` where it cannot be read)."""
+    def read():
+        ticks = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait (guest time is inside user time)
+
+    try:
+        total0, idle0 = read()
+        time.sleep(seconds)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
+
+
+def kernel_threads(jobs: int, busy: float | None, cores: int) -> int:
+    """CPU threads for each of ``jobs`` chapter kernels: the cores that other work leaves free, shared.
+
+    Never more threads than free cores: torch's OpenMP threads spin while they wait for each other, and
+    on 2 cores with one kept busy by another process a 2-thread kernel ran 20-50x slower than with one
+    thread (book/running.md); on an idle machine two threads are ~1.4x faster than one."""
+    free = cores - (0.0 if busy is None else min(max(busy, 0.0), cores))
+    return max(1, int(free + 0.5) // max(1, jobs))
 
 
 def machine() -> str:

@@ -2,6 +2,7 @@
 limit for a cell that works, a stalled cell fails, chapter order, the site stage executes nothing."""
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,3 +75,32 @@ def test_times_table():
     table = build.times_table(rows, meta)
     assert "| 02_empirical | 31.7 min | ok |" in table and "| 03_bounds | 95 s | error: ValueError: x |" in table
     assert "33.2 min" in table and "cold" in table
+
+
+@pytest.mark.parametrize("jobs, busy, cores, threads", [
+    (1, 0.03, 2, 2),   # idle 2-core machine: both cores
+    (1, None, 2, 2),   # /proc/stat unreadable: as if idle
+    (1, 1.0, 2, 1),    # another process keeps one core busy: one thread, not two that spin-wait on each other
+    (1, 0.6, 2, 1),
+    (2, 0.03, 2, 1),   # two chapters at a time share the cores
+    (2, 1.0, 2, 1),    # never fewer than one
+    (1, 2.0, 2, 1),
+    (1, 5.0, 2, 1),    # a reading above the core count is clipped
+    (1, -0.2, 8, 8),
+    (2, 0.0, 8, 4),
+    (1, 2.4, 8, 6),
+])
+def test_kernel_threads(jobs, busy, cores, threads):
+    assert build.kernel_threads(jobs, busy, cores) == threads
+
+
+def test_busy_cores_reads_proc_stat(tmp_path):
+    busy = build.busy_cores(0.2)
+    if not Path("/proc/stat").exists():
+        assert busy is None
+    else:
+        assert 0.0 <= busy <= os.cpu_count() + 1e-9
+    assert build.busy_cores(0.01, stat=tmp_path / "missing") is None
+    frozen = tmp_path / "stat"
+    frozen.write_text("cpu  10 0 10 100 0 0 0 0 0 0\n")
+    assert build.busy_cores(0.01, stat=frozen) is None  # no time passed: no reading
