@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import checks
 
 __all__ = ["BLOCK_BYTES", "NEAR", "sqnorms", "data_chunk", "query_block", "unit_roundoff", "exp_floor",
-           "center", "progress_bar", "randn", "subsample", "exact_sqdist_rows", "sqdist_error_bound", "refine_nearest",
+           "finite_sqnorms", "center", "progress_bar", "randn", "subsample", "exact_sqdist_rows", "sqdist_error_bound", "refine_nearest",
            "noisy_blocks", "scale_is_safe"]
 
 #: Upper bound (bytes) on the block of logits / distances held at once (per query block x data chunk).
@@ -37,6 +37,14 @@ NEAR = 4
 def sqnorms(t: torch.Tensor) -> torch.Tensor:
     """Row squared norms, accumulated in the tensor's dtype without an ``(n, d)`` temporary."""
     return torch.linalg.vector_norm(t, dim=1).square_()
+
+
+def finite_sqnorms(t: torch.Tensor, name: str) -> torch.Tensor:
+    """:func:`sqnorms` of ``t``, or a ``ValueError`` naming ``name`` when a value or its square is not finite."""
+    nn = sqnorms(t)
+    if not bool(torch.isfinite(nn).all()):
+        raise ValueError(f"{name} contains NaN or infinite values (or values whose square overflows)")
+    return nn
 
 
 def data_chunk(n: int, rows: int, itemsize: int, budget: int | None = None) -> int:

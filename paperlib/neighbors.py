@@ -63,12 +63,8 @@ def nearest_neighbors(x: torch.Tensor, data: torch.Tensor, k: int = 1, *, extra:
     extra = checks.positive_int(extra, "extra", 0)
     cd = checks.compute_dtype(x, data)
     xc, dc = x.to(cd), data.to(cd)
-    yy = blocking.sqnorms(dc)
-    if not bool(torch.isfinite(yy).all()):
-        raise ValueError(f"{dn} contains NaN or infinite values (or values whose square overflows)")
-    xx = blocking.sqnorms(xc)
-    if not bool(torch.isfinite(xx).all()):
-        raise ValueError(f"{xn} contains NaN or infinite values (or values whose square overflows)")
+    yy = blocking.finite_sqnorms(dc, dn)
+    xx = blocking.finite_sqnorms(xc, xn)
     b = x.shape[0]
     kk = min(n, k + extra)
     dist = torch.empty(b, k, dtype=torch.float64, device=x.device)

@@ -45,12 +45,8 @@ def _prepare(x, data, dtype=None, xname="x", dname="data"):
     cd = checks.compute_dtype(x, data, dtype=dtype)
     x = x.to(cd)
     data = data.to(cd)
-    yy = blocking.sqnorms(data)
-    if not bool(torch.isfinite(yy).all()):
-        raise ValueError(f"{dname} contains NaN or infinite values (or values whose square overflows)")
-    xx = blocking.sqnorms(x)
-    if not bool(torch.isfinite(xx).all()):
-        raise ValueError(f"{xname} contains NaN or infinite values (or values whose square overflows)")
+    yy = blocking.finite_sqnorms(data, dname)
+    xx = blocking.finite_sqnorms(x, xname)
     return x, data, yy, xx
 
 
@@ -180,9 +176,7 @@ def curve_setup(data, sigmas, n_noise, dname="data"):
     data = checks.points(data, dname)
     sig = checks.sigmas(sigmas)
     n_noise = checks.positive_int(n_noise, "n_noise")
-    yy = blocking.sqnorms(data)
-    if not bool(torch.isfinite(yy).all()):
-        raise ValueError(f"{dname} contains NaN or infinite values (or values whose square overflows)")
+    blocking.finite_sqnorms(data, dname)
     return data, sig, n_noise
 
 

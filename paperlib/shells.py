@@ -177,8 +177,7 @@ def coverage(train: torch.Tensor, test: torch.Tensor | None, sigmas, n_noise: in
     train = checks.points(train, "train")
     sig = checks.sigmas(sigmas)
     n_noise = checks.positive_int(n_noise, "n_noise")
-    if not bool(torch.isfinite(blocking.sqnorms(train)).all()):
-        raise ValueError("train contains NaN or infinite values (or values whose square overflows)")
+    blocking.finite_sqnorms(train, "train")
     if leave_one_out:
         if test is not None and test is not train:
             tq = checks.points(test, "test")
