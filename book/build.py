@@ -19,8 +19,9 @@ interrupted and the chapter fails with the reason.
 
 A build that is interrupted (Ctrl-C, a killed process, a reboot) loses no finished work: trained
 models and curves are in the result cache and a training run resumes from its last checkpoint
-(``paperlib.training`` checkpoints every 500 steps, and on interrupt when the kernel survives it).
-Rerunning the build says what it found there before it starts. Ctrl-C interrupts the kernels first.
+(``paperlib.training`` checkpoints every 500 steps, and the step it is in when interrupted).
+Rerunning the build says what it found there before it starts. Ctrl-C, SIGINT or SIGTERM interrupt
+the kernels (they are not shut down), so that running trainings checkpoint before the build stops.
 
 **Stage 2, site.** The executed notebooks are put beside a copy of ``book/`` in ``_build/site-src`` and
 Jupyter Book builds the static site from them with execution off (nothing is executed twice), into
@@ -35,6 +36,7 @@ metadata ``{"paperlib": {"after": ["02_empirical"]}}`` (e.g. one that reuses ano
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -65,6 +67,9 @@ def toc_chapters(toc: Path = ROOT / "book" / "_toc.yml") -> list[str]:
     files = [c["file"] for part in doc.get("parts", []) for c in part.get("chapters", [])]
     return [Path(f).name.removesuffix(".ipynb") for f in files
             if f.startswith("notebooks/") and (ROOT / (f.removesuffix(".ipynb") + ".ipynb")).exists()]
+
+
+INTERRUPTED = "stopped by Ctrl-C or a signal (its kernel was interrupted)"
 
 
 def select(names: list[str], chapters: list[str]) -> list[str]:
@@ -211,13 +216,21 @@ def run_chapter(path: Path, out: Path, *, stall_minutes: float, silent_minutes: 
 
     def on_notebook_start(**_):  # the kernel process's own stderr (crash messages), minus a start-up notice
         def pump(stream):
-            for raw in iter(stream.readline, b""):
-                line = raw.decode(errors="replace").rstrip()
-                if line and "running over TCP without encryption" not in line:
-                    console.say(f"(kernel) {line}")
+            try:
+                for raw in iter(stream.readline, b""):
+                    line = raw.decode(errors="replace").rstrip()
+                    if line and "running over TCP without encryption" not in line:
+                        console.say(f"(kernel) {line}")
+            except (ValueError, OSError):  # the stream was closed: the kernel has ended
+                pass
         process = getattr(getattr(client.km, "provisioner", None), "process", None)
         if process is not None and process.stderr is not None:
             threading.Thread(target=pump, args=(process.stderr,), daemon=True).start()
+        # nbclient's own SIGINT/SIGTERM handlers shut the kernel down; ours interrupt it instead, so that
+        # the running cell stops cleanly (training runs write a checkpoint) and the chapter says so
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_sigint, sig, None)
 
     client = Client(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
                     on_cell_execute=on_start, on_cell_executed=on_done, on_notebook_start=on_notebook_start)
@@ -279,7 +292,7 @@ def run_chapter(path: Path, out: Path, *, stall_minutes: float, silent_minutes: 
     def on_sigint(signum, frame):  # Ctrl-C / SIGTERM: interrupt the kernel (once) so that training checkpoints
         if state["stalled"]:
             return
-        state["stalled"] = "interrupted"
+        state["stalled"] = INTERRUPTED
         pid = kernel_pid()
         if pid is not None:
             try:
@@ -287,7 +300,7 @@ def run_chapter(path: Path, out: Path, *, stall_minutes: float, silent_minutes: 
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGINT, on_sigint)  # until the kernel has started (then see on_notebook_start)
     signal.signal(signal.SIGTERM, on_sigint)
     threading.Thread(target=watchdog, daemon=True).start()
     console.say(f"started ({len(code_cells)} code cells)")
@@ -303,7 +316,7 @@ def run_chapter(path: Path, out: Path, *, stall_minutes: float, silent_minutes: 
         stop.set()
     seconds = time.perf_counter() - t0
     if state["stalled"]:
-        status, error = ("interrupted" if state["stalled"] == "interrupted" else "stalled"), state["stalled"]
+        status, error = ("interrupted" if state["stalled"] == INTERRUPTED else "stalled"), state["stalled"]
     nbformat.write(nb, out / f"{chapter}.ipynb")
     row = {"chapter": chapter, "seconds": round(seconds, 1), "status": status, "error": error}
     console.say(f"{status} in {_fmt_s(seconds).strip()}" + (f": {error}" if error else ""))
@@ -374,6 +387,18 @@ def execute(chapters: list[str], out: Path, *, jobs: int = 1, env: dict | None =
               "(training runs continue from their last checkpoint).", file=sys.stderr)
         raise
     return [rows[c] for c in chapters]
+
+
+def stop_on_signals() -> None:
+    """Make Ctrl-C, ``kill -INT`` and ``kill -TERM`` stop the build cleanly (KeyboardInterrupt in
+    :func:`execute`, which interrupts the kernels so that training runs checkpoint). SIGINT is
+    re-enabled explicitly: a non-interactive shell (a script, ``sh -c 'make book &'``) starts background
+    jobs with SIGINT ignored, and Python then leaves it ignored."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def busy_cores(seconds: float = 1.0, stat: Path = Path("/proc/stat")) -> float | None:
@@ -496,10 +521,7 @@ def main(argv=None) -> int:
         (args.executed / f"{path.stem}.result.json").write_text(json.dumps(row))
         return 0
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop_on_signals()
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be at least 1, got {args.jobs}")
     chapters = toc_chapters()

@@ -8,8 +8,6 @@ and code, see :mod:`paperlib.training`).
 """
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 
 import torch
 import torch.nn.functional as F
@@ -70,11 +68,6 @@ def empirical_recipe(profile: str | None = None, which: str = "small", seed: int
                 ema_halflife=P["ema_halflife"], network=P["network"], seed=seed)
 
 
-def _train_worker(cfg: dict, x: torch.Tensor, name: str, threads: int | None, progress: bool) -> None:
-    """Train one model in a worker process (the parent then loads it from the cache)."""
-    training.train(cfg, x, name=name, device="cpu", num_threads=threads, progress=progress)
-
-
 def empirical_models(profile: str | None = None, *, device=None, seeds=(0,), progress: bool = True,
                      workers: int | None = None) -> dict:
     """Train (or load) Section 3's models: ``{("small", seed): (model, history)}`` for every seed in
@@ -100,12 +93,8 @@ def empirical_models(profile: str | None = None, *, device=None, seeds=(0,), pro
     todo = [job for job in jobs if training.load_snapshot(job[2], job[3], job[2]["steps"], name=f"02_edm_{job[0]}",
                                                           device="cpu") is None]
     if device.type == "cpu" and workers > 1 and len(todo) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
-            futures = [pool.submit(_train_worker, cfg, x, f"02_edm_{which}", P["threads"], progress)
-                       for which, _, cfg, x in todo]
-            for f in futures:
-                f.result()
+        training.train_many([(cfg, x, {"name": f"02_edm_{which}"}) for which, _, cfg, x in todo], workers=workers,
+                            device="cpu", num_threads=P["threads"], progress=progress)  # loaded below, from the cache
     out = {}
     for which, seed, cfg, x in jobs:
         model, hist = training.train(cfg, x, name=f"02_edm_{which}", device=device, num_threads=P["threads"],

@@ -42,10 +42,15 @@ keyed as before these options existed.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import json
 import math
+import multiprocessing
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -392,7 +397,8 @@ def train(config: dict | None, data: torch.Tensor, *, name: str = "edm", device=
 
     A checkpoint (model, EMA, Adam state, all RNG states, loss history) is written every
     ``checkpoint_every`` steps (the two newest are kept) and, with ``save_on_interrupt``, also when
-    an exception (e.g. ``KeyboardInterrupt``) stops training between steps. ``callback(step, loss)``
+    training is stopped: Ctrl-C (SIGINT, e.g. a Jupyter kernel interrupt) is held until the current
+    step is complete, that step is checkpointed, then ``KeyboardInterrupt`` is raised. ``callback(step, loss)``
     runs after every step. Checkpoints are deleted once the final model is stored, unless
     ``keep_checkpoints``. ``num_threads`` sets torch's CPU threads while training (then restores
     them): on a shared 2-core machine 1 thread can be ~10x faster than 2 busy-waiting ones.
@@ -426,30 +432,114 @@ def train(config: dict | None, data: torch.Tensor, *, name: str = "edm", device=
     threads_before = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    try:
-        model, ema, losses, wall, start = _run(
-            full, key_cfg, data, folder, device, state, fork_devices, name, checkpoint_every, progress,
-            callback, save_on_interrupt, dist)
-    finally:
-        torch.set_num_threads(threads_before)
-    history = {
-        "loss": losses, "wall_time": wall, "steps_per_s": full["steps"] / wall if wall > 0 else float("nan"),
-        "num_params": networks.count_parameters(model), "snapshots": list(full["snapshots"]),
-    }
-    if dist is None or dist.rank == 0:
-        cache.save({"cfg": key_cfg, "ema": ema.state_dict(), "model": model.state_dict(), "history": history},
-                   folder / "final.pt")
-        if not keep_checkpoints:
-            for s in _ckpt_steps(folder):
-                _remove(folder / f"ckpt_{s:08d}.pt")
+    # Ctrl-C is held to the end of the current step (then checkpointed), or of the final save
+    with _HoldInterrupt(save_on_interrupt and dist is None) as hold:
+        try:
+            model, ema, losses, wall, start = _run(
+                full, key_cfg, data, folder, device, state, fork_devices, name, checkpoint_every, progress,
+                callback, save_on_interrupt, dist, hold)
+        finally:
+            torch.set_num_threads(threads_before)
+        history = {
+            "loss": losses, "wall_time": wall, "steps_per_s": full["steps"] / wall if wall > 0 else float("nan"),
+            "num_params": networks.count_parameters(model), "snapshots": list(full["snapshots"]),
+        }
+        if dist is None or dist.rank == 0:
+            cache.save({"cfg": key_cfg, "ema": ema.state_dict(), "model": model.state_dict(), "history": history},
+                       folder / "final.pt")
+            if not keep_checkpoints:
+                for s in _ckpt_steps(folder):
+                    _remove(folder / f"ckpt_{s:08d}.pt")
     if dist is not None:
         dist.barrier()
     history = {**history, "from_cache": False, "resumed_from": start or None, "folder": str(folder)}
     return _eval_copy(ema), history
 
 
+_STOP = None  # in a worker process of train_many: the event that says to start no further job
+
+
+def _init_worker(stop) -> None:
+    global _STOP
+    _STOP = stop
+
+
+def _train_job(cfg: dict, x: torch.Tensor, kw: dict):
+    if _STOP is not None and _STOP.is_set():
+        raise KeyboardInterrupt("train_many was stopped before this training started")
+    return train(cfg, x, **kw)
+
+
+def train_many(jobs, *, workers: int = 1, **kwargs) -> list:
+    """:func:`train` on each ``(config, data)`` of ``jobs`` with keyword arguments ``kwargs`` (a job
+    ``(config, data, job_kwargs)`` overrides some, e.g. its ``name``), returning the results in order;
+    on a CPU, ``workers`` trainings at a time in separate processes.
+
+    On a 2-core machine two one-thread processes (``num_threads=1``) use both cores without the
+    threads of one process waiting on each other; the models are those of training one after the
+    other (CPU training is deterministic). When the caller is interrupted (Ctrl-C) or a training
+    fails, trainings not yet started are cancelled and the running ones are interrupted, so each
+    checkpoints its last step and a rerun resumes it."""
+    jobs = [(job[0], job[1], {**kwargs, **(job[2] if len(job) > 2 else {})}) for job in jobs]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if workers == 1 or len(jobs) < 2 or any(torch.device(kw.get("device") or _config.device()).type != "cpu"
+                                            for _, _, kw in jobs):
+        return [train(cfg, x, **kw) for cfg, x, kw in jobs]
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()  # set when stopping: a job a worker has already taken from the queue does not start
+    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
+                                                  initializer=_init_worker, initargs=(stop,))
+    try:
+        futures = [pool.submit(_train_job, cfg, x, kw) for cfg, x, kw in jobs]
+        return [f.result() for f in futures]
+    except BaseException:
+        stop.set()
+        procs = list((pool._processes or {}).values())  # the executor has no public list of its processes
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # each running training finishes its step, checkpoints and stops
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join(timeout=120)
+            if p.is_alive():
+                p.kill()
+        raise
+    finally:
+        pool.shutdown()
+
+
+class _HoldInterrupt:
+    """While a single-process run trains in the main thread, the first SIGINT (Ctrl-C, a Jupyter
+    kernel interrupt) is held until the current step is complete, so that the run can checkpoint that
+    step and then raise ``KeyboardInterrupt`` (or, after the last step, until the final model is
+    saved); a second SIGINT interrupts at once. A process that ignores SIGINT keeps ignoring it."""
+
+    def __init__(self, active: bool):
+        self.active, self.requested, self.previous = active, False, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if self.active and threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous not in (signal.SIG_IGN, None):
+                self.previous = previous
+                signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.requested and exc_type is None:  # the run finished during the held Ctrl-C: stop now
+            raise KeyboardInterrupt
+
+
 def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpoint_every, progress, callback,
-         save_on_interrupt, dist=None):
+         save_on_interrupt, dist=None, hold=None):
     """The training session of :func:`train` (from ``state`` or scratch); returns model, EMA, losses, wall, start."""
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(full["seed"])  # model initialisation, then dropout
@@ -534,9 +624,11 @@ def _run(full, key_cfg, data, folder, device, state, fork_devices, name, checkpo
                     bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
                 if callback is not None:
                     callback(done, loss)
+                if hold is not None and hold.requested and done < full["steps"]:  # Ctrl-C in this step: keep it
+                    raise KeyboardInterrupt
         except BaseException:
-            # Keep the finished steps when stopped between steps (a callback raising, Ctrl-C in
-            # the bookkeeping); an exception inside an update leaves a half-done step: not saved.
+            # Keep the finished steps when stopped between steps (Ctrl-C, held to the end of its
+            # step; a callback raising); an exception inside an update leaves a half-done step.
             if save_on_interrupt and clean and len(losses) == done and saved["step"] < done < full["steps"]:
                 save_checkpoint(done)
             raise

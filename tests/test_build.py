@@ -3,7 +3,10 @@ limit for a cell that works, a stalled cell fails, chapter order, the site stage
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -45,6 +48,46 @@ def test_progress_goes_to_the_terminal_a_stalled_cell_fails_a_busy_one_does_not(
     page = nbformat.read(tmp_path / "out" / "bars.ipynb", as_version=4)
     outputs = page.cells[0].outputs
     assert [o.get("name") for o in outputs] == ["stdout"] and outputs[0].text == "done\n"  # not on the page
+
+
+DRIVER = """
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("book_build", sys.argv[1])
+build = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build)
+build.stop_on_signals()
+try:
+    build.execute([sys.argv[2]], Path(sys.argv[3]), worker_args=["--progress-every=0"])
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_interrupts_the_kernel_and_stops_the_build_cleanly(tmp_path, sig):
+    """Ctrl-C / kill: the kernel is interrupted (so a training run can checkpoint), the chapter is
+    reported as interrupted, the build says how to resume, and no thread dies with a traceback; also
+    when the build was started with SIGINT ignored, as a non-interactive shell starts background jobs."""
+    nb = notebook(tmp_path / "long.ipynb", "import time\nfor _ in range(3000):\n    time.sleep(0.1)")
+    (tmp_path / "driver.py").write_text(DRIVER)
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(ROOT / "book" / "build.py"), str(nb),
+                                 str(tmp_path / "out")], stderr=err, stdout=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        deadline = time.monotonic() + 120
+        while "started (" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # inside the cell
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 130
+    text = log.read_text()
+    row = json.loads((tmp_path / "out" / "long.result.json").read_text())
+    assert row["status"] == "interrupted", (row, text)
+    assert row["seconds"] < 60
+    assert "rerun the same command to resume" in text and "Traceback" not in text, text
 
 
 def test_scoreboard_runs_last_and_declared_order_is_kept(tmp_path):

@@ -220,3 +220,95 @@ def test_dummy_class_path(data, monkeypatch):
     assert dummy.shape == data.shape and dummy.min() >= -1 and dummy.max() <= 1
     out = model(torch.randn(3, 1, 8, 8), 0.5)  # samples the real class by default
     assert out.shape == (3, 1, 8, 8)
+
+
+NEXT_BATCH = training._next_batch
+
+
+def sigint_inside_step(monkeypatch, call, times=1):
+    """Send SIGINT to this process from inside the ``call``-th batch draw, i.e. in the middle of a step."""
+    import os
+    import signal
+    calls = {"n": 0}
+    real = training._next_batch
+
+    def drawing(*args):
+        calls["n"] += 1
+        if calls["n"] == call:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+    monkeypatch.setattr(training, "_next_batch", drawing)
+
+
+def test_ctrl_c_inside_a_step_is_held_to_its_end_and_checkpointed(data, reference, monkeypatch):
+    sigint_inside_step(monkeypatch, call=7)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(CFG, data, name="run", progress=False, device="cpu", checkpoint_every=4)
+    assert sorted(p.name for p in folder(CFG, data, "run").glob("ckpt_*.pt")) == ["ckpt_00000004.pt", "ckpt_00000007.pt"]
+    monkeypatch.setattr(training, "_next_batch", NEXT_BATCH)  # (not undo(): it would drop the cache dir too)
+    model, hist = training.train(CFG, data, name="run", progress=False, device="cpu", checkpoint_every=4)
+    assert hist["resumed_from"] == 7
+    assert_same(model, reference[0])
+
+
+def test_a_second_ctrl_c_interrupts_at_once(data, monkeypatch):
+    sigint_inside_step(monkeypatch, call=7, times=2)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(CFG, data, name="run", progress=False, device="cpu", checkpoint_every=4)
+    assert sorted(p.name for p in folder(CFG, data, "run").glob("ckpt_*.pt")) == ["ckpt_00000004.pt"]
+
+
+def test_ctrl_c_in_the_last_step_saves_the_final_model_then_stops(data, reference, monkeypatch):
+    sigint_inside_step(monkeypatch, call=CFG["steps"])
+    with pytest.raises(KeyboardInterrupt):
+        training.train(CFG, data, name="run", progress=False, device="cpu", checkpoint_every=4)
+    monkeypatch.setattr(training, "_next_batch", NEXT_BATCH)  # (not undo(): it would drop the cache dir too)
+    model, hist = training.train(CFG, data, name="run", progress=False, device="cpu")
+    assert hist["from_cache"] is True
+    assert_same(model, reference[0])
+
+
+def test_train_many_in_processes_equals_training_one_after_the_other(data, reference):
+    cfgs = [CFG, dict(CFG, seed=4), CFG]
+    out = training.train_many([(c, data) for c in cfgs], workers=2, name="many", progress=False, device="cpu",
+                              num_threads=1)
+    assert len(out) == 3
+    assert_same(out[0][0], reference[0]) and out[0][1]["loss"] == reference[1]["loss"]
+    alone, _ = training.train(cfgs[1], data, name="alone", progress=False, device="cpu")
+    assert_same(out[1][0], alone)
+    with pytest.raises(ValueError, match="workers"):
+        training.train_many([(CFG, data)], workers=0)
+
+
+@pytest.mark.slow
+def test_interrupting_train_many_checkpoints_running_runs_and_cancels_the_rest(data, cache_dir):
+    """Ctrl-C while processes train: each running training checkpoints its last step, the queued one
+    never starts, and no process is left behind."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+    long = dict(CFG, steps=100_000)
+    cfgs = [dict(long, seed=s) for s in (0, 1, 2)]
+
+    sent = {}
+
+    def interrupt_when_both_train():
+        deadline = time.monotonic() + 120
+        while len(list(cache_dir.glob("many/*/config.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        sent["t"] = time.monotonic()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_both_train, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        training.train_many([(c, data) for c in cfgs], workers=2, name="many", progress=False, device="cpu",
+                            num_threads=1, checkpoint_every=10**9)
+    assert time.monotonic() - sent["t"] < 30  # the workers stopped at once (none started the queued run)
+    steps = [training._ckpt_steps(folder(c, data, "many")) for c in cfgs]
+    assert len(steps[0]) == 1 and len(steps[1]) == 1 and 0 < steps[0][0] < long["steps"], steps
+    assert not folder(cfgs[2], data, "many").exists() or steps[2] == []
+    assert not multiprocessing.active_children()
