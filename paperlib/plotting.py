@@ -1,5 +1,6 @@
 """One figure style for the whole book (seaborn), figure sizes that fit the page, and the plots that
-several chapters draw: the regime plot of Fig. 3 / Fig. 8 and framed sample grids (Fig. 10, 17-19).
+several chapters draw: the regime plot of Fig. 3 / Fig. 8, the quality-memorization plane of Fig. 9
+and framed sample grids (Fig. 10, 17-19).
 
 **Sizes.** The book's text column shows about 680 pixels; figures are drawn at :data:`DPI` pixels per
 inch, so a figure of width :data:`WIDTH` inches is shown at (nearly) its natural size and its fonts
@@ -159,3 +160,20 @@ def regime_plot(ax, zone, title: str = "", *, low: float = 0.05, gaps=None, anno
     if title:
         ax.set_title(title)
     ax.legend(loc="center left")
+
+
+def pareto_plot(ax, points, names, colors_, title: str = "quality vs memorization") -> list[int]:
+    """Fig. 9's plane: ``points`` ``[(memorized %, patch-FD), ...]`` of the models ``names`` in
+    ``colors_``, with the Pareto frontier (:func:`paperlib.gaps.pareto_front`) ringed and joined, so a
+    frontier of a single model is visible too. Returns the frontier's indices, by memorization."""
+    from . import gaps
+
+    front = sorted(gaps.pareto_front(points), key=lambda i: points[i][0])
+    for (x, y), name, c in zip(points, names, colors_):
+        ax.scatter(x, y, color=c, s=50, zorder=3)
+        ax.annotate(name, (x, y), fontsize=MIN_FONT, xytext=(4, 4), textcoords="offset points")
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--o", lw=1, ms=11, mfc="none",
+            label="Pareto frontier")
+    ax.set(xlabel="memorized samples (%)", ylabel="patch-FD (not FID)", title=title)
+    ax.legend()
+    return front

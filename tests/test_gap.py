@@ -164,6 +164,20 @@ def test_pareto_front_against_brute_force():
         gaps.pareto_front([(1, float("nan"))])
 
 
+def test_pareto_plot_rings_the_frontier_even_of_one_point():
+    import matplotlib
+    matplotlib.use("Agg")
+    from paperlib import plotting
+    fig, ax = plotting.figure()
+    pts = [(60.0, 7.0), (80.0, 8.0), (85.0, 9.0)]  # the first dominates: a frontier of one model
+    assert plotting.pareto_plot(ax, pts, ["gap", "zone gap", "baseline"], plotting.colors(3)) == [0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "Pareto frontier"]
+    assert list(line.get_xdata()) == [60.0] and line.get_marker() == "o" and line.get_markerfacecolor() == "none"
+    assert [t.get_text() for t in ax.texts] == ["gap", "zone gap", "baseline"]
+    fig, ax = plotting.figure()
+    assert plotting.pareto_plot(ax, [(1, 2), (2, 1), (2, 2)], list("abc"), plotting.colors(3)) == [0, 1]
+
+
 # ---------------------------------------------------------------------------------------------- dummy class
 @pytest.mark.parametrize("noise", ["uniform", "gaussian"])
 def test_dummy_images_are_noise(noise):
