@@ -8,7 +8,6 @@ and code, see :mod:`paperlib.training`).
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
